@@ -236,7 +236,8 @@ class Graph:
             pads = [(k - 1) // 2 for k in kernel] + [k // 2 for k in kernel]
         b = None
         if bias:
-            b = self.init(name + ".bias", uniform(self.rng, [channels * mult], int(np.prod(kernel))))
+            fan_in = int(np.prod(kernel))
+            b = self.init(name + ".bias", uniform(self.rng, [channels * mult], fan_in))
         return self.conv(name, x, wname, y, group=channels, pads=pads, strides=strides, bias=b)
 
     def make(self, doc=None):
@@ -881,8 +882,9 @@ def f09():
         file="09_no_shape_info.onnx",
         title="No shape information: channels inferred from group",
         situation="The graph input is [N, C, H, W] with every dim symbolic, there is no "
-                  "value_info and the output has rank 4 with no dim known. dw_first (group 8, [8,1,3,3]) and "
-                  "dw_second (group 8, [16,1,5,5], multiplier 2) are still depthwise: C = G.",
+                  "value_info and the output has rank 4 with no dim known. dw_first (group 8, "
+                  "[8,1,3,3]) and dw_second (group 8, [16,1,5,5], multiplier 2) are still "
+                  "depthwise: C = G.",
         model=make_model(g.make()),
         infer=False,
         nodes={"dw_first": rw("W_first"), "dw_second": rw("W_second")},
