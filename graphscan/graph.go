@@ -47,9 +47,6 @@ func newGraphScope(g *onnxpb.GraphProto, parent *scope, where string) (*scope, e
 	for _, t := range g.GetInitializer() {
 		s.init[t.GetName()] = t
 	}
-	for _, st := range g.GetSparseInitializer() {
-		s.sparse[st.GetValues().GetName()] = true
-	}
 	for _, vi := range g.GetInput() {
 		s.inputs[vi.GetName()] = true
 	}
@@ -62,6 +59,10 @@ func newGraphScope(g *onnxpb.GraphProto, parent *scope, where string) (*scope, e
 				s.shapes[vi.GetName()] = dims
 			}
 		}
+	}
+	for _, st := range g.GetSparseInitializer() {
+		s.sparse[st.GetValues().GetName()] = true
+		s.shapes[st.GetValues().GetName()] = st.GetDims()
 	}
 	if err := s.index(); err != nil {
 		return nil, err
