@@ -1,0 +1,40 @@
+/*
+Convcov-onnx re-initializes the depthwise convolutions of ONNX models with filters drawn
+from a structured multivariate Gaussian: the closed-form covariance of "Understanding the
+Covariance Structure of Convolutional Filters" (Trockman, Willmott, Kolter, ICLR 2023).
+Everything else in the model is written back byte for byte.
+
+Usage:
+
+	convcov-onnx scan MODEL [flags]         list depthwise convolutions, depth d and σ(d)
+	convcov-onnx init MODEL -o OUT [flags]  rewrite their filters with the closed form
+	convcov-onnx cov --kernel K --sigma S   the closed-form covariance matrix itself
+	convcov-onnx help [COMMAND]             this text, or one command's flags
+
+Run "convcov-onnx COMMAND -h" for a command's flags and an example.
+
+A depthwise convolution is a Conv node whose group equals its input channel count, with a
+weight of shape [C*m, 1, k1, ..., kn] (n = 1, 2 or 3). Its weight is rewritten when it is an
+initializer or a Constant node, possibly behind Identity nodes and Casts between float
+types; otherwise it is skipped with a reason. Depthwise convolutions inside If, Loop and
+Scan bodies or model-local functions are reported and skipped. Layer i of the D depthwise
+convolutions of the main graph, in topological order, has relative depth d = (i-1)/(D-1).
+
+Filters of layer i are drawn from N(0, Σ(σ(d))), with σ(d) = σ0 + v·d + ½·a·d² from a
+preset schedule of the paper:
+
+	fig6             σ0 0.5   v 0.5   a 3     the paper's illustration
+	cifar-patch2     σ0 0.08  v 0.37  a 2.9   CIFAR-10, 2x2 patches
+	cifar-patch1     σ0 0.16  v 0.74  a 5.8   CIFAR-10, 1x1 patches (doubled)
+	imagenet-frozen  σ0 0.15  v 0.5   a 0.25  ImageNet, filters frozen after init
+	imagenet-thawed  σ0 0.15  v 0.25  a 1.0   ImageNet, filters trained (default)
+
+The paper specifies no rescaling: the centre tap has variance 0.5 for every kernel size,
+several times PyTorch's default depthwise initialization. --scale multiplies the filters.
+
+Every command that reads a model takes --json and then prints one JSON document with a
+"version" field instead of text. The input file is never modified unless init is given
+--in-place. Exit status: 0 on success, 1 when the model is refused or a command fails,
+2 on wrong usage.
+*/
+package main
