@@ -19,14 +19,14 @@ type scope struct {
 	init     map[string]*onnxpb.TensorProto
 	sparse   map[string]bool
 	inputs   map[string]bool
-	producer map[string]int           // value name -> index of the node that outputs it
-	shapes   map[string][]int64       // value name -> dims, -1 where unknown
-	readers  map[string][]int         // value name -> indices of nodes that read it, subgraphs included
-	outputs  map[string]bool          // graph outputs
-	where    string                   // "" for the main graph, else a description for messages
-	formal   map[string]string        // function input name -> the caller's value name
-	caller   *scope                   // where formal names resolve, for a function body
-	fn       *onnxpb.FunctionProto    // the function, for a function body
+	producer map[string]int        // value name -> index of the node that outputs it
+	shapes   map[string][]int64    // value name -> dims, -1 where unknown
+	readers  map[string][]int      // value name -> indices of nodes that read it, subgraphs included
+	outputs  map[string]bool       // graph outputs
+	where    string                // "" for the main graph, else a description for messages
+	formal   map[string]string     // function input name -> the caller's value name
+	caller   *scope                // where formal names resolve, for a function body
+	fn       *onnxpb.FunctionProto // the function, for a function body
 	subs     map[int][]*onnxpb.GraphProto
 }
 
