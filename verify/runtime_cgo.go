@@ -4,6 +4,7 @@ package verify
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -22,9 +23,14 @@ var env struct {
 	lib string // the library the environment was made from; "" until then
 }
 
-// Open loads ONNX Runtime (once per process, see Runtime) and checks opts: the library must
-// load, and a requested GPU execution provider must be available. Errors about the library
-// wrap ErrNoRuntime.
+// Open returns a Runtime for opts. It checks opts, finds the library (see FindLibrary), loads
+// it unless the process already has, and checks that a requested GPU execution provider can
+// be added. Errors about the library wrap ErrNoRuntime.
+//
+// The first Open that succeeds loads the library for the whole process: the Go binding keeps
+// one global ONNX Runtime environment, which stays until the process ends. Later Opens
+// reuse it, and one that names a different library file fails. A failed load leaves nothing
+// behind, so Open may be tried again.
 func Open(opts Options) (*Runtime, error) {
 	if err := opts.check(); err != nil {
 		return nil, err
@@ -36,6 +42,7 @@ func Open(opts Options) (*Runtime, error) {
 	if err := initEnvironment(lib); err != nil {
 		return nil, err
 	}
+	opts.Dims = maps.Clone(opts.Dims) // the caller may change its map later
 	r := &Runtime{opts: opts, lib: lib}
 
 	// Adding the provider to throwaway session options is the check: ONNX Runtime answers
