@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/convcov/convcov-onnx/graphscan"
 	"github.com/convcov/convcov-onnx/internal/testutil"
 	"github.com/convcov/convcov-onnx/onnxio"
@@ -523,4 +525,61 @@ func checkWeightNames(t *testing.T, res *graphscan.Result, prefix, suffix string
 			t.Errorf("layer %d: got tensor %q, want %q...%q", l.Index, l.TensorName, prefix, suffix)
 		}
 	}
+}
+
+// TestExpectationsDescribeFiles checks that the model files are those expect.json was
+// written for: a file that differs (a regenerated or hand-edited model) may no longer
+// hold the situation its expectations describe.
+func TestExpectationsDescribeFiles(t *testing.T) {
+	t.Parallel()
+	for _, m := range testutil.Expectations(t) {
+		t.Run(m.Name(), func(t *testing.T) {
+			t.Parallel()
+			files := append([]testutil.DataFile{{Path: m.Path, SHA256: m.SHA256}}, m.DataFiles...)
+			for _, f := range files {
+				if got := testutil.SHA256(t, f.Path); got != f.SHA256 {
+					t.Errorf("%s: got sha256 %s, want %s as expect.json records", f.Path, got, f.SHA256)
+				}
+			}
+		})
+	}
+}
+
+// TestScanWithoutShapeInfo holds Scan to fixture 09's expectations on that model with every
+// shape removed, as its title says it is: the committed file carries inferred shapes
+// (TestExpectationsDescribeFiles), so the path where channels come from group alone needs
+// this copy.
+func TestScanWithoutShapeInfo(t *testing.T) {
+	t.Parallel()
+	i := slices.IndexFunc(testutil.Expectations(t), func(m testutil.Model) bool {
+		return m.Set == "fixtures" && m.File == "09_no_shape_info.onnx"
+	})
+	if i < 0 {
+		t.Fatal("fixtures/expect.json has no 09_no_shape_info.onnx")
+	}
+	m := testutil.Expectations(t)[i]
+	mp, err := testutil.ReadModel(m.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := mp.GetGraph()
+	g.ValueInfo = nil
+	for _, vi := range slices.Concat(g.GetInput(), g.GetOutput()) {
+		if tt := vi.GetType().GetTensorType(); tt != nil {
+			tt.Shape = nil
+		}
+	}
+	b, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := onnxio.Decode(b)
+	if err != nil {
+		t.Fatalf("Decode: got error %v, want none", err)
+	}
+	res, err := graphscan.Scan(model)
+	if err != nil {
+		t.Fatalf("Scan: got error %v, want none", err)
+	}
+	checkResult(t, m, res)
 }

@@ -304,7 +304,11 @@ func Diff(got, want proto.Message) string {
 			if i == k {
 				mark = "> "
 			}
-			fmt.Fprintf(&b, "%s%s\n", mark, lines[i])
+			line := lines[i]
+			if len(line) > 160 {
+				line = line[:160] + "..."
+			}
+			fmt.Fprintf(&b, "%s%s\n", mark, line)
 		}
 		return b.String()
 	}
