@@ -583,3 +583,269 @@ func TestScanWithoutShapeInfo(t *testing.T) {
 	}
 	checkResult(t, m, res)
 }
+
+// Small models built here, for the rules of DESIGN.md that no fixture holds.
+
+func attrInt(name string, v int64) *onnxpb.AttributeProto {
+	return &onnxpb.AttributeProto{Name: proto.String(name), Type: onnxpb.AttributeProto_INT.Enum(), I: proto.Int64(v)}
+}
+
+func node(name, op string, in, out []string, attrs ...*onnxpb.AttributeProto) *onnxpb.NodeProto {
+	return &onnxpb.NodeProto{Name: proto.String(name), OpType: proto.String(op), Input: in, Output: out, Attribute: attrs}
+}
+
+// dwConv is a Conv of the given group reading x and weight w.
+func dwConv(name, x, w, y string, group int64) *onnxpb.NodeProto {
+	return node(name, "Conv", []string{x, w}, []string{y}, attrInt("group", group))
+}
+
+func weight(name string, dims ...int64) *onnxpb.TensorProto {
+	n := int64(1)
+	for _, d := range dims {
+		n *= d
+	}
+	return &onnxpb.TensorProto{
+		Name: proto.String(name), Dims: dims, DataType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)),
+		RawData: make([]byte, 4*n),
+	}
+}
+
+func value(name string, dims ...int64) *onnxpb.ValueInfoProto {
+	shape := &onnxpb.TensorShapeProto{}
+	for _, d := range dims {
+		shape.Dim = append(shape.Dim, &onnxpb.TensorShapeProto_Dimension{
+			Value: &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: d},
+		})
+	}
+	return &onnxpb.ValueInfoProto{Name: proto.String(name), Type: &onnxpb.TypeProto{
+		Value: &onnxpb.TypeProto_TensorType{TensorType: &onnxpb.TypeProto_Tensor{
+			ElemType: proto.Int32(int32(onnxpb.TensorProto_FLOAT)), Shape: shape,
+		}},
+	}}
+}
+
+// scanGraph encodes a model with graph g and scans it.
+func scanGraph(t *testing.T, g *onnxpb.GraphProto) (*graphscan.Result, error) {
+	t.Helper()
+	mp := &onnxpb.ModelProto{
+		IrVersion:   proto.Int64(8),
+		OpsetImport: []*onnxpb.OperatorSetIdProto{{Domain: proto.String(""), Version: proto.Int64(13)}},
+		Graph:       g,
+	}
+	b, err := proto.Marshal(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := onnxio.Decode(b)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	return graphscan.Scan(m)
+}
+
+// TestScanRules checks rules of DESIGN.md on small graphs: which graphs are refused, which
+// Conv nodes are depthwise, and why a weight is not rewritten.
+func TestScanRules(t *testing.T) {
+	t.Parallel()
+	x := value("x", 1, 8, 16, 16)
+	tests := []struct {
+		name     string
+		graph    *onnxpb.GraphProto
+		refuse   []string // keywords of the error; nil: Scan must succeed
+		D        int
+		skip     map[string][]string // node -> keywords of its Skip reason
+		warnings []string            // keywords of a model warning
+	}{
+		{
+			name: "cycle",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					node("a", "Add", []string{"x", "b_out"}, []string{"a_out"}),
+					node("b", "Relu", []string{"a_out"}, []string{"b_out"}),
+					dwConv("dw", "b_out", "w", "y", 8),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{"cycle", "a|b"},
+		},
+		{
+			name: "two producers",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					node("r1", "Relu", []string{"x"}, []string{"h"}),
+					node("r2", "Relu", []string{"x"}, []string{"h"}),
+					dwConv("dw", "h", "w", "y", 8),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{"r1", "r2", `"h"`},
+		},
+		{
+			name: "read of an undefined value",
+			graph: &onnxpb.GraphProto{
+				Node:        []*onnxpb.NodeProto{dwConv("dw", "nowhere", "w", "y", 8)},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{"dw", "nowhere"},
+		},
+		{
+			name: "node reads its own output",
+			graph: &onnxpb.GraphProto{
+				Node:  []*onnxpb.NodeProto{node("loop", "Add", []string{"x", "h"}, []string{"h"})},
+				Input: []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{"loop", `"h"`},
+		},
+		{
+			name: "weight of rank 2",
+			graph: &onnxpb.GraphProto{
+				Node:        []*onnxpb.NodeProto{dwConv("dw", "x", "w", "y", 8)},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 9)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{"dw", `"w"`},
+		},
+		{
+			name: "output channels not a multiple of group",
+			graph: &onnxpb.GraphProto{
+				Node:        []*onnxpb.NodeProto{dwConv("dw", "x", "w", "y", 8)},
+				Initializer: []*onnxpb.TensorProto{weight("w", 12, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{"dw", "group"},
+		},
+		{
+			name: "group contradicts channels in value_info",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					node("r", "Relu", []string{"x"}, []string{"h"}),
+					dwConv("dw", "h", "w", "y", 4),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w", 4, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+				ValueInfo:   []*onnxpb.ValueInfoProto{value("h", 1, 8, 16, 16)},
+			},
+			refuse: []string{"dw", "group|channel"},
+		},
+		{
+			name: "ai.onnx domain counts, a custom domain does not",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					func() *onnxpb.NodeProto {
+						n := dwConv("dw_ai_onnx", "x", "w1", "h", 8)
+						n.Domain = proto.String("ai.onnx")
+						return n
+					}(),
+					func() *onnxpb.NodeProto {
+						n := dwConv("dw_custom", "h", "w2", "y", 8)
+						n.Domain = proto.String("com.example")
+						return n
+					}(),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w1", 8, 1, 3, 3), weight("w2", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			D: 1,
+		},
+		{
+			name: "no group attribute",
+			graph: &onnxpb.GraphProto{
+				Node:        []*onnxpb.NodeProto{node("conv", "Conv", []string{"x", "w"}, []string{"y"})},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 8, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			D: 0,
+		},
+		{
+			name: "weight is a graph output",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					node("id", "Identity", []string{"w"}, []string{"w_out"}),
+					dwConv("dw", "x", "w_out", "y", 8),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+				Output:      []*onnxpb.ValueInfoProto{value("y", 1, 8, 14, 14), value("w_out", 8, 1, 3, 3)},
+			},
+			D:    1,
+			skip: map[string][]string{"dw": {"w_out", "output"}},
+		},
+		{
+			name: "weight through two Identity nodes",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					node("id1", "Identity", []string{"w"}, []string{"w1"}),
+					node("id2", "Identity", []string{"w1"}, []string{"w2"}),
+					dwConv("dw", "x", "w2", "y", 8),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			D: 1,
+		},
+		{
+			name: "integer initializer",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{dwConv("dw", "x", "w", "y", 8)},
+				Initializer: []*onnxpb.TensorProto{{
+					Name: proto.String("w"), Dims: []int64{8, 1, 3, 3},
+					DataType: proto.Int32(int32(onnxpb.TensorProto_INT32)), Int32Data: make([]int32, 72),
+				}},
+				Input: []*onnxpb.ValueInfoProto{x},
+			},
+			D:    1,
+			skip: map[string][]string{"dw": {`"w"`, "INT32|type"}},
+		},
+		{
+			name: "grouped conv with nothing known of its shapes",
+			graph: &onnxpb.GraphProto{
+				Node:  []*onnxpb.NodeProto{dwConv("dw", "x_unknown", "w_in", "y", 8)},
+				Input: []*onnxpb.ValueInfoProto{{Name: proto.String("x_unknown")}, {Name: proto.String("w_in")}},
+			},
+			D:        0,
+			warnings: []string{"dw", "group"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			res, err := scanGraph(t, tt.graph)
+			if tt.refuse != nil {
+				if !errors.Is(err, graphscan.ErrInvalidGraph) {
+					t.Fatalf("Scan: got error %v, want one wrapping ErrInvalidGraph", err)
+				}
+				if missing := testutil.MissingKeywords(err.Error(), tt.refuse); len(missing) > 0 {
+					t.Errorf("Scan error %q lacks keywords %q", err, missing)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Scan: got error %v, want none", err)
+			}
+			if got := len(res.Layers); got != tt.D {
+				t.Errorf("D: got %d, want %d", got, tt.D)
+			}
+			for _, l := range res.Layers {
+				want, skipped := tt.skip[l.Name]
+				switch {
+				case skipped && l.Skip == "":
+					t.Errorf("node %s: got a rewrite of %q, want it skipped with keywords %q", l.Name, l.TensorName, want)
+				case skipped:
+					if missing := testutil.MissingKeywords(l.Skip, want); len(missing) > 0 {
+						t.Errorf("node %s: Skip %q lacks keywords %q", l.Name, l.Skip, missing)
+					}
+				case l.Skip != "":
+					t.Errorf("node %s: got Skip %q, want a rewrite", l.Name, l.Skip)
+				}
+			}
+			if tt.warnings != nil && !slices.ContainsFunc(res.Warnings, func(w string) bool {
+				return len(testutil.MissingKeywords(w, tt.warnings)) == 0
+			}) {
+				t.Errorf("got model warnings %q, want one with keywords %q", res.Warnings, tt.warnings)
+			}
+		})
+	}
+}

@@ -11,8 +11,11 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/convcov/convcov-onnx/inject"
 	"github.com/convcov/convcov-onnx/internal/testutil"
+	"github.com/convcov/convcov-onnx/onnxio/onnxpb"
 )
 
 // copyTree copies the files under src into dst and returns dst.
@@ -256,5 +259,169 @@ func checkNpy(name string, n int) func(t *testing.T, dir, stdout, stderr string)
 		if got, want := len(b)-start-hlen, n*n*8; got != want {
 			t.Errorf("%s: got %d data bytes, want %d", name, got, want)
 		}
+	}
+}
+
+// externalModel writes fixture 14a into dir/m with edit applied to the external data
+// entries of its tensors, and its data file as dir/m/weights.bin.
+func externalModel(t *testing.T, dir string, edit func(kv *onnxpb.StringStringEntryProto)) {
+	t.Helper()
+	src := filepath.Join(testutil.RepoRoot(t), "testdata", "models", "fixtures", "14a_external_one_file")
+	b, err := os.ReadFile(filepath.Join(src, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp := &onnxpb.ModelProto{}
+	if err := proto.Unmarshal(b, mp); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WalkTensors(mp, func(x *onnxpb.TensorProto) {
+		for _, kv := range x.GetExternalData() {
+			edit(kv)
+		}
+	})
+	if b, err = proto.Marshal(mp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "m"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyTree(t, src, filepath.Join(dir, "m"))
+	if err := os.WriteFile(filepath.Join(dir, "m", "model.onnx"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// setLocation returns an edit that points every external tensor at location.
+func setLocation(location string) func(kv *onnxpb.StringStringEntryProto) {
+	return func(kv *onnxpb.StringStringEntryProto) {
+		if kv.GetKey() == "location" {
+			kv.Value = proto.String(location)
+		}
+	}
+}
+
+// TestInputsAreNeverWritten runs init where it could harm its inputs: outputs that land on
+// the input's files, and external data locations that DESIGN.md says to refuse. Each run
+// must fail with exit status 1 or 2, name the problem, and leave every file as it was.
+func TestInputsAreNeverWritten(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, dir string) // makes dir/m/model.onnx and what it reads
+		args   []string                       // "$D/" is replaced by the case's folder
+		stderr []string
+	}{
+		{
+			name:   "-o the input's data file",
+			setup:  func(t *testing.T, dir string) { externalModel(t, dir, func(*onnxpb.StringStringEntryProto) {}) },
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/m/weights.bin"},
+			stderr: []string{"weights.bin"},
+		},
+		{
+			name: "-o whose data file is the input's",
+			setup: func(t *testing.T, dir string) {
+				externalModel(t, dir, setLocation("out.onnx.data"))
+				rename(t, dir, "m/weights.bin", "m/out.onnx.data")
+			},
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/m/out.onnx"},
+			stderr: []string{"out.onnx.data"},
+		},
+		{
+			name: "-o a symbolic link to the input",
+			setup: func(t *testing.T, dir string) {
+				externalModel(t, dir, func(*onnxpb.StringStringEntryProto) {})
+				if err := os.Symlink("model.onnx", filepath.Join(dir, "m", "link.onnx")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/m/link.onnx"},
+			stderr: []string{"in-place"},
+		},
+		{
+			name:   "location with ..",
+			setup:  func(t *testing.T, dir string) { externalModel(t, dir, setLocation("../m/weights.bin")) },
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/out.onnx"},
+			stderr: []string{"model.onnx", "W_dw1|W_pw|W_dw2|external", ".."},
+		},
+		{
+			name: "absolute location",
+			setup: func(t *testing.T, dir string) {
+				externalModel(t, dir, setLocation(filepath.Join(dir, "m", "weights.bin")))
+			},
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/out.onnx"},
+			stderr: []string{"model.onnx", "absolute"},
+		},
+		{
+			name: "location through a link out of the folder",
+			setup: func(t *testing.T, dir string) {
+				externalModel(t, dir, setLocation("link.bin"))
+				rename(t, dir, "m/weights.bin", "elsewhere.bin")
+				if err := os.Symlink(filepath.Join("..", "elsewhere.bin"), filepath.Join(dir, "m", "link.bin")); err != nil {
+					t.Fatal(err)
+				}
+			},
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/out.onnx"},
+			stderr: []string{"model.onnx", "link"},
+		},
+		{
+			name:   "missing data file",
+			setup:  func(t *testing.T, dir string) { externalModel(t, dir, setLocation("gone.bin")) },
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/out.onnx"},
+			stderr: []string{"gone.bin"},
+		},
+		{
+			name: "offset past the end",
+			setup: func(t *testing.T, dir string) {
+				externalModel(t, dir, func(kv *onnxpb.StringStringEntryProto) {
+					if kv.GetKey() == "offset" {
+						kv.Value = proto.String("100000")
+					}
+				})
+			},
+			args:   []string{"init", "$D/m/model.onnx", "-o", "$D/out.onnx"},
+			stderr: []string{"model.onnx", "100000|offset"},
+		},
+		{
+			name:   "scan of a refused location",
+			setup:  func(t *testing.T, dir string) { externalModel(t, dir, setLocation("../m/weights.bin")) },
+			args:   []string{"scan", "$D/m/model.onnx"},
+			stderr: []string{".."},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			tt.setup(t, dir)
+			before := listFiles(t, dir)
+			args := make([]string, len(tt.args))
+			for k, a := range tt.args {
+				args[k] = strings.ReplaceAll(a, "$D/", dir+string(filepath.Separator))
+			}
+			code, stdout, stderr := runCLI(t, args...)
+			if code != 1 && code != 2 {
+				t.Errorf("got exit status %d, want 1 or 2\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+			}
+			if missing := testutil.MissingKeywords(stderr, tt.stderr); len(missing) > 0 {
+				t.Errorf("stderr lacks %q:\n%s", missing, stderr)
+			}
+			after := listFiles(t, dir)
+			if got, want := keys(after), keys(before); !slices.Equal(got, want) {
+				t.Errorf("files in the folder: got %q, want %q", got, want)
+			}
+			for name, sum := range before {
+				if after[name] != sum {
+					t.Errorf("%s changed: sha256 %s before, %s after", name, sum, after[name])
+				}
+			}
+		})
+	}
+}
+
+func rename(t *testing.T, dir, from, to string) {
+	t.Helper()
+	if err := os.Rename(filepath.Join(dir, from), filepath.Join(dir, to)); err != nil {
+		t.Fatal(err)
 	}
 }
