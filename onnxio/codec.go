@@ -31,15 +31,20 @@ func TypeName(dt int32) string {
 	return fmt.Sprintf("type %d", dt)
 }
 
-// elemSize is the number of bytes one element of a float type takes in raw_data.
+// elemSize is the number of bytes one element of type dt takes in raw_data; 0 for STRING
+// and unknown types.
 func elemSize(dt int32) int {
-	switch dt {
-	case Float:
-		return 4
-	case Float16, BFloat16:
+	switch onnxpb.TensorProto_DataType(dt) {
+	case onnxpb.TensorProto_UINT8, onnxpb.TensorProto_INT8, onnxpb.TensorProto_BOOL:
+		return 1
+	case onnxpb.TensorProto_FLOAT16, onnxpb.TensorProto_BFLOAT16, onnxpb.TensorProto_UINT16, onnxpb.TensorProto_INT16:
 		return 2
-	case Double:
+	case onnxpb.TensorProto_FLOAT, onnxpb.TensorProto_INT32, onnxpb.TensorProto_UINT32:
+		return 4
+	case onnxpb.TensorProto_DOUBLE, onnxpb.TensorProto_INT64, onnxpb.TensorProto_UINT64, onnxpb.TensorProto_COMPLEX64:
 		return 8
+	case onnxpb.TensorProto_COMPLEX128:
+		return 16
 	}
 	return 0
 }

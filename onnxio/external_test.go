@@ -252,3 +252,23 @@ func copyTree(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSaveOverDataFile is the regression test for a save whose target is the input's own
+// external data file: it was replaced by the model, leaving the input without its weights.
+func TestSaveOverDataFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	copyTree(t, "../testdata/models/fixtures/14a_external_one_file", dir)
+	data := filepath.Join(dir, "weights.bin")
+	before := sha(t, data)
+	m, err := Load(filepath.Join(dir, "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Save(data); err == nil || !strings.Contains(err.Error(), "weights.bin") {
+		t.Errorf("Save over the input's data file: %v, want an error naming weights.bin", err)
+	}
+	if sha(t, data) != before {
+		t.Errorf("the input's data file was changed")
+	}
+}

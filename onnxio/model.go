@@ -179,6 +179,19 @@ func Len(t *onnxpb.TensorProto) (int64, error) {
 	return n, nil
 }
 
+// byteLen is the number of bytes t's elements take as raw data.
+func byteLen(t *onnxpb.TensorProto) (int64, error) {
+	n, err := Len(t)
+	if err != nil {
+		return 0, err
+	}
+	size := int64(elemSize(t.GetDataType()))
+	if size > 0 && n > math.MaxInt64/size {
+		return 0, fmt.Errorf("%w: tensor %q: dims %v overflow", ErrTensorData, t.GetName(), t.GetDims())
+	}
+	return n * size, nil
+}
+
 // Values returns the elements of a float tensor (FLOAT, FLOAT16, BFLOAT16 or DOUBLE) of m
 // as float64, from raw_data, the typed field or external data, whichever holds them, or the
 // elements SetValues gave it.
@@ -232,6 +245,10 @@ func (m *Model) rawBytes(t *onnxpb.TensorProto) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	want, err := byteLen(t)
+	if err != nil {
+		return nil, err
+	}
 	if c, ok := m.changes[t]; ok {
 		return c, nil
 	}
@@ -244,7 +261,6 @@ func (m *Model) rawBytes(t *onnxpb.TensorProto) ([]byte, error) {
 	case hasRaw && typed > 0:
 		return nil, fmt.Errorf("%w: tensor %q: raw_data and %s are both set; keep one", ErrTensorData, t.GetName(), m.typedField(t))
 	}
-	want := n * int64(elemSize(dt))
 	switch {
 	case ext != nil:
 		return m.readExternal(t, ext, want)
@@ -258,6 +274,34 @@ func (m *Model) rawBytes(t *onnxpb.TensorProto) ([]byte, error) {
 	case typed != n:
 		return nil, fmt.Errorf("%w: tensor %q: %s holds %d elements, but dims %v need %d",
 			ErrTensorData, t.GetName(), m.typedField(t), typed, t.GetDims(), n)
+	}
+	return nil, nil
+}
+
+// RawData returns the bytes of t's elements when they are kept as raw bytes: its raw_data,
+// its external data (read from the file), or the encoding of the values SetValues gave it.
+// It returns nil, and no error, when t keeps its elements in a typed field. Unlike Values it
+// works for tensors of any element type and does not check the length against the dims.
+func (m *Model) RawData(t *onnxpb.TensorProto) ([]byte, error) {
+	loc, ok := m.locs[t]
+	if !ok {
+		return nil, fmt.Errorf("onnxio: tensor %q is not part of this model", t.GetName())
+	}
+	if c, ok := m.changes[t]; ok {
+		return c, nil
+	}
+	if ref := m.ext[t]; ref != nil {
+		want := ref.length
+		if want < 0 {
+			var err error
+			if want, err = byteLen(t); err != nil {
+				return nil, err
+			}
+		}
+		return m.readExternal(t, ref, want)
+	}
+	if r, ok := loc.raw(); ok {
+		return m.src[r.payload:r.end], nil
 	}
 	return nil, nil
 }

@@ -38,6 +38,11 @@ func (m *Model) Save(path string) error {
 	if m.HasExternalData() && m.path == "" {
 		return fmt.Errorf("onnxio: %s: the model has external data but was not loaded from a file", path)
 	}
+	for _, ref := range m.ext {
+		if sameFile(path, ref.file) {
+			return fmt.Errorf("onnxio: %s is the input's external data file %q; choose another output name", path, ref.location)
+		}
+	}
 	edits := m.inlineEdits()
 
 	// External data: patch in place, or write the output's own data file first.
