@@ -10,6 +10,7 @@ import (
 	"github.com/convcov/convcov-onnx/graphscan"
 	"github.com/convcov/convcov-onnx/inject"
 	"github.com/convcov/convcov-onnx/onnxio"
+	"github.com/convcov/convcov-onnx/verify"
 )
 
 type initJSON struct {
@@ -25,6 +26,7 @@ type initJSON struct {
 	Schedule  scheduleJSON `json:"schedule"`
 	Layers    []layerJSON  `json:"layers"`
 	Warnings  []string     `json:"warnings"`
+	Verify    *verifyJSON  `json:"verify,omitempty"`
 }
 
 func runInit(ctx context.Context, e *env, args []string) error {
@@ -34,7 +36,9 @@ func runInit(ctx context.Context, e *env, args []string) error {
 	seedFlag := fs.Uint64("seed", 0, "random seed: the same model, flags and seed give the same output bytes")
 	scaleFlag := fs.Float64("scale", 1, "multiply every sampled filter by this factor (the paper uses 1)")
 	jsonFlag := fs.Bool("json", false, "print one JSON document instead of text")
+	verifyFlag := fs.Bool("verify", false, "then verify the result against MODEL, as the verify command does")
 	sf := addScheduleFlags(fs)
+	rf := addRuntimeFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -77,13 +81,22 @@ func runInit(ctx context.Context, e *env, args []string) error {
 		dataFile = filepath.Join(filepath.Dir(out), onnxio.DataFileName(out))
 	}
 
+	// Verify the result when asked.
+	var vrep *verify.Report
+	if *verifyFlag {
+		vrep, err = checkRewrite(in, out, closedFormTarget{cf, *scaleFlag}, rf)
+		if err != nil {
+			return err
+		}
+	}
+
 	// Report.
 	var rows []layerJSON
 	for _, lr := range rep.Layers {
 		rows = append(rows, layerRow(m, lr.Layer, lr.Action, lr.Reason, lr.Sigma, lr.Filters))
 	}
 	if *jsonFlag {
-		return printJSON(e.stdout, initJSON{
+		doc := initJSON{
 			Version:   reportVersion,
 			Command:   "init",
 			Model:     in,
@@ -96,7 +109,15 @@ func runInit(ctx context.Context, e *env, args []string) error {
 			Schedule:  sf.json(),
 			Layers:    nonNil(rows),
 			Warnings:  nonNil(res.Warnings),
-		})
+		}
+		if vrep != nil {
+			v := verifyReportJSON(vrep, sf)
+			doc.Verify = &v
+		}
+		if err := printJSON(e.stdout, doc); err != nil {
+			return err
+		}
+		return verifyError(vrep)
 	}
 	fmt.Fprintf(e.stdout, "%s: %s\n", in, depthwiseSummary(res))
 	if len(res.Layers) > 0 {
@@ -112,14 +133,19 @@ func runInit(ctx context.Context, e *env, args []string) error {
 	}
 	if rep.Rewritten == 0 {
 		fmt.Fprintf(e.stdout, "rewrote 0 depthwise convolutions; wrote %s unchanged\n", written)
+	} else {
+		fmt.Fprintf(e.stdout, "rewrote %d of %d depthwise convolutions; wrote %s\n", rep.Rewritten, len(res.Layers), written)
+		if *scaleFlag == 1 {
+			fmt.Fprintln(e.stderr, "note: filters are drawn at the paper's literal scale (centre-tap variance 0.5), "+
+				"larger than common default initializations; --scale changes it")
+		}
+	}
+	if vrep == nil {
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "rewrote %d of %d depthwise convolutions; wrote %s\n", rep.Rewritten, len(res.Layers), written)
-	if *scaleFlag == 1 {
-		fmt.Fprintln(e.stderr, "note: filters are drawn at the paper's literal scale (centre-tap variance 0.5), "+
-			"larger than common default initializations; --scale changes it")
-	}
-	return nil
+	fmt.Fprintln(e.stdout)
+	printVerify(e.stdout, vrep, sf)
+	return verifyError(vrep)
 }
 
 // outputPath checks -o and --in-place against the input and returns both paths.

@@ -32,6 +32,7 @@ func init() {
 	commands = []command{
 		{"scan", "list depthwise convolutions, depth d and σ(d)", runScan},
 		{"init", "rewrite depthwise filters with the closed-form covariance", runInit},
+		{"verify", "prove a rewritten model against its original in ONNX Runtime", runVerify},
 		{"cov", "print or save the closed-form covariance matrix", runCov},
 	}
 }

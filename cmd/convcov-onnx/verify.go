@@ -1,0 +1,307 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/convcov/convcov-onnx/graphscan"
+	"github.com/convcov/convcov-onnx/inject"
+	"github.com/convcov/convcov-onnx/verify"
+)
+
+// runtimeFlags are the flags that say how to run models in ONNX Runtime.
+type runtimeFlags struct {
+	lib, ep *string
+	seed    *uint64
+	dims    dimsFlag
+	noRun   *bool
+}
+
+func addRuntimeFlags(fs *flag.FlagSet) *runtimeFlags {
+	rf := &runtimeFlags{dims: dimsFlag{}}
+	rf.lib = fs.String("ort-lib", "", "path of libonnxruntime.so.1 (default: $ONNXRUNTIME_LIB, then .ort/ from make ort)")
+	rf.ep = fs.String("ep", verify.EPCPU, "execution provider: cpu, cuda or tensorrt")
+	rf.seed = fs.Uint64("input-seed", 0, "seed of the random inputs both models run on")
+	fs.Var(rf.dims, "dim", "value of a symbolic input dimension, as `name=value` (repeatable; default 1)")
+	rf.noRun = fs.Bool("no-run", false, "check structure and fidelity only, without ONNX Runtime")
+	return rf
+}
+
+func (rf *runtimeFlags) options() verify.Options {
+	return verify.Options{Lib: *rf.lib, EP: *rf.ep, Dims: rf.dims, Seed: *rf.seed}
+}
+
+// dimsFlag collects --dim name=value.
+type dimsFlag map[string]int64
+
+func (d dimsFlag) String() string {
+	var parts []string
+	for k, v := range d {
+		parts = append(parts, k+"="+strconv.FormatInt(v, 10))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (d dimsFlag) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	v, err := strconv.ParseInt(value, 10, 64)
+	if !ok || name == "" || err != nil || v < 1 {
+		return fmt.Errorf("want name=value with a value of at least 1, got %q", s)
+	}
+	d[name] = v
+	return nil
+}
+
+// closedFormTarget is the distribution init drew from, for verify's fidelity checks.
+type closedFormTarget struct {
+	src   *inject.ClosedFormSource
+	scale float64
+}
+
+func (c closedFormTarget) Target(l *graphscan.Layer) ([]float64, []float64, error) {
+	d, err := c.src.Distribution(l)
+	if err != nil {
+		return nil, nil, err
+	}
+	n := d.Projection.Cov.SymmetricDim()
+	cov := make([]float64, n*n)
+	for i := range n {
+		for j := range n {
+			cov[i*n+j] = d.Projection.Cov.At(i, j) * c.scale * c.scale
+		}
+	}
+	var mean []float64
+	for _, m := range d.Mean {
+		mean = append(mean, m*c.scale)
+	}
+	return cov, mean, nil
+}
+
+func runVerify(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "verify", "ORIGINAL REWRITTEN [flags]", "convcov-onnx verify model.onnx model_init.onnx --dim batch=4")
+	jsonFlag := fs.Bool("json", false, "print one JSON document instead of text")
+	scaleFlag := fs.Float64("scale", 1, "the --scale that init used")
+	sf := addScheduleFlags(fs)
+	rf := addRuntimeFlags(fs)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("verify takes the original and the rewritten model, got %d arguments; see 'convcov-onnx verify -h'", len(pos))
+	}
+	if !(*scaleFlag > 0) || math.IsInf(*scaleFlag, 0) {
+		return usagef("--scale %g: want a positive finite number", *scaleFlag)
+	}
+	cf, err := sf.resolve()
+	if err != nil {
+		return err
+	}
+	rep, err := checkRewrite(pos[0], pos[1], closedFormTarget{cf, *scaleFlag}, rf)
+	if err != nil {
+		return err
+	}
+	if *jsonFlag {
+		if err := printJSON(e.stdout, verifyReportJSON(rep, sf)); err != nil {
+			return err
+		}
+	} else {
+		printVerify(e.stdout, rep, sf)
+	}
+	return verifyError(rep)
+}
+
+// checkRewrite runs verify's checks of a rewrite.
+func checkRewrite(original, rewritten string, target verify.Expectation, rf *runtimeFlags) (*verify.Report, error) {
+	return verify.Check(original, rewritten, verify.CheckOptions{
+		Run:         !*rf.noRun,
+		Runtime:     rf.options(),
+		Expectation: target,
+	})
+}
+
+// verifyError is the error of a failed verification, nil when it passed.
+func verifyError(rep *verify.Report) error {
+	if rep.OK() {
+		return nil
+	}
+	return fmt.Errorf("verify failed: %s (the rewritten model is kept)", rep.Problems[0])
+}
+
+func printVerify(w io.Writer, rep *verify.Report, sf *scheduleFlags) {
+	s := rep.Structure
+	fmt.Fprintf(w, "verify %s against %s\n", rep.Rewritten, rep.Original)
+	fmt.Fprintf(w, "structure: %d tensors compared; %d depthwise weights rewritten", s.Tensors, len(s.Changed))
+	if len(s.Unchanged) > 0 {
+		fmt.Fprintf(w, ", %d rewritable ones unchanged", len(s.Unchanged))
+	}
+	if len(s.Differences) == 0 {
+		fmt.Fprintf(w, "; everything else is identical\n")
+	} else {
+		fmt.Fprintf(w, "; %d other differences:\n", len(s.Differences)+s.More)
+		for _, d := range s.Differences {
+			fmt.Fprintf(w, "  %s\n", d)
+		}
+	}
+
+	if len(rep.Layers) > 0 {
+		fmt.Fprintf(w, "fidelity against the closed form, schedule %s:\n", sf.presetDescription)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "i\tnode\tfilters\ttaps\tcov err\texpected\tvar ratio\tmax z\tmean z\tresult")
+		for _, lc := range rep.Layers {
+			f := lc.Fidelity
+			switch {
+			case !lc.Rewritten:
+				fmt.Fprintf(tw, "%d\t%s\t\t\t\t\t\t\t\tnot rewritten\n", lc.Layer.Index, lc.Layer.Label())
+			case f == nil:
+				fmt.Fprintf(tw, "%d\t%s\t\t\t\t\t\t\t\trewritten\n", lc.Layer.Index, lc.Layer.Label())
+			default:
+				result := "ok"
+				if !f.OK {
+					result = "MISMATCH"
+				} else if f.Filters < 4 {
+					result = "too few filters to judge"
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t%s\t%.2f\t%s\n", lc.Layer.Index, lc.Layer.Label(),
+					f.Filters, f.Taps, f.RelFrobenius, f.Expected, f.TraceRatio, fmtZ(f.MaxZ), f.MeanZ, result)
+			}
+		}
+		tw.Flush()
+	}
+
+	if rep.Runtime != "" {
+		fmt.Fprintf(w, "%s: both models ran on the same seeded inputs\n", rep.Runtime)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "output\tshape\tmax |diff|\tmax rel diff\tfinite")
+		for _, d := range rep.Outputs {
+			fmt.Fprintf(tw, "%s\t%v\t%.4g\t%.4g\t%v\n", d.Name, d.ShapeB, d.MaxAbs, d.MaxRel, d.Finite)
+		}
+		tw.Flush()
+	}
+	if rep.OK() {
+		fmt.Fprintln(w, "PASS")
+		return
+	}
+	fmt.Fprintf(w, "FAIL: %d problems\n", len(rep.Problems))
+	for _, p := range rep.Problems {
+		fmt.Fprintf(w, "  %s\n", p)
+	}
+}
+
+func fmtZ(z float64) string {
+	if math.IsNaN(z) {
+		return "-"
+	}
+	return strconv.FormatFloat(z, 'f', 2, 64)
+}
+
+type verifyJSON struct {
+	Version   int              `json:"version"`
+	Command   string           `json:"command"`
+	Original  string           `json:"original"`
+	Rewritten string           `json:"rewritten"`
+	OK        bool             `json:"ok"`
+	Schedule  scheduleJSON     `json:"schedule"`
+	Structure structureJSON    `json:"structure"`
+	Layers    []layerCheckJSON `json:"layers"`
+	Runtime   string           `json:"runtime,omitempty"`
+	Outputs   []outputJSON     `json:"outputs"`
+	Problems  []string         `json:"problems"`
+}
+
+type structureJSON struct {
+	Tensors     int              `json:"tensors"`
+	Rewritten   []string         `json:"rewritten"`
+	Unchanged   []string         `json:"unchanged"`
+	Differences []map[string]any `json:"differences"`
+}
+
+type layerCheckJSON struct {
+	Node      string        `json:"node"`
+	Weight    string        `json:"weight"`
+	Index     int           `json:"index"`
+	Depth     float64       `json:"depth"`
+	Rewritten bool          `json:"rewritten"`
+	Fidelity  *fidelityJSON `json:"fidelity,omitempty"`
+}
+
+type fidelityJSON struct {
+	Filters      int      `json:"filters"`
+	Taps         int      `json:"taps"`
+	RelFrobenius float64  `json:"rel_frobenius"`
+	Expected     float64  `json:"expected_rel_frobenius"`
+	TraceRatio   float64  `json:"trace_ratio"`
+	TraceSpread  float64  `json:"trace_spread"`
+	MaxZ         *float64 `json:"max_z"`
+	MeanZ        float64  `json:"mean_z"`
+	OK           bool     `json:"ok"`
+	Problem      string   `json:"problem,omitempty"`
+}
+
+type outputJSON struct {
+	Name           string  `json:"name"`
+	ShapeOriginal  []int64 `json:"shape_original"`
+	ShapeRewritten []int64 `json:"shape_rewritten"`
+	MaxAbs         float64 `json:"max_abs_diff"`
+	MaxRel         float64 `json:"max_rel_diff"`
+	Finite         bool    `json:"finite"`
+}
+
+func verifyReportJSON(rep *verify.Report, sf *scheduleFlags) verifyJSON {
+	v := verifyJSON{
+		Version:   reportVersion,
+		Command:   "verify",
+		Original:  rep.Original,
+		Rewritten: rep.Rewritten,
+		OK:        rep.OK(),
+		Schedule:  sf.json(),
+		Runtime:   rep.Runtime,
+		Layers:    []layerCheckJSON{},
+		Outputs:   []outputJSON{},
+		Problems:  nonNil(rep.Problems),
+		Structure: structureJSON{Tensors: rep.Structure.Tensors, Rewritten: []string{}, Unchanged: []string{}, Differences: []map[string]any{}},
+	}
+	for _, p := range rep.Structure.Changed {
+		v.Structure.Rewritten = append(v.Structure.Rewritten, p.Path)
+	}
+	for _, p := range rep.Structure.Unchanged {
+		v.Structure.Unchanged = append(v.Structure.Unchanged, p.Path)
+	}
+	for _, d := range rep.Structure.Differences {
+		v.Structure.Differences = append(v.Structure.Differences, map[string]any{"path": d.Path, "what": d.What})
+	}
+	for _, lc := range rep.Layers {
+		lj := layerCheckJSON{Node: lc.Layer.Label(), Weight: lc.Layer.TensorName, Index: lc.Layer.Index, Depth: lc.Layer.Depth, Rewritten: lc.Rewritten}
+		if f := lc.Fidelity; f != nil {
+			fj := &fidelityJSON{Filters: f.Filters, Taps: f.Taps, RelFrobenius: f.RelFrobenius, Expected: f.Expected,
+				TraceRatio: f.TraceRatio, TraceSpread: f.TraceSpread, MeanZ: f.MeanZ, OK: f.OK, Problem: f.Problem}
+			if !math.IsNaN(f.MaxZ) {
+				z := f.MaxZ
+				fj.MaxZ = &z
+			}
+			lj.Fidelity = fj
+		}
+		v.Layers = append(v.Layers, lj)
+	}
+	for _, d := range rep.Outputs {
+		v.Outputs = append(v.Outputs, outputJSON{Name: d.Name, ShapeOriginal: d.ShapeA, ShapeRewritten: d.ShapeB,
+			MaxAbs: jsonFloat(d.MaxAbs), MaxRel: jsonFloat(d.MaxRel), Finite: d.Finite})
+	}
+	return v
+}
+
+// jsonFloat keeps a report encodable: JSON has no Inf or NaN, so they become -1.
+func jsonFloat(x float64) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return -1
+	}
+	return x
+}
