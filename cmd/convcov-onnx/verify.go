@@ -128,9 +128,9 @@ func checkRewrite(original, rewritten string, target verify.Expectation, rf *run
 	})
 }
 
-// verifyError is the error of a failed verification, nil when it passed.
+// verifyError is the error of a failed verification, nil when it passed or did not run.
 func verifyError(rep *verify.Report) error {
-	if rep.OK() {
+	if rep == nil || rep.OK() {
 		return nil
 	}
 	return fmt.Errorf("verify failed: %s (the rewritten model is kept)", rep.Problems[0])
