@@ -105,7 +105,7 @@ func runCov(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "trace %.6g, centre-tap variance %.6g\n", mat.Trace(p.Cov), p.Cov.At(centre, centre))
 	if *outFlag != "" {
 		fmt.Fprintf(e.stdout, "wrote %s (float64 %d×%d; numpy.load reads it)\n", *outFlag, n, n)
-	} else if n <= 25 {
+	} else if n <= 9 {
 		fmt.Fprintf(e.stdout, "%.4f\n", mat.Formatted(dense, mat.Squeeze()))
 	} else {
 		fmt.Fprintln(e.stdout, "use -o FILE.npy or --json for the matrix")
