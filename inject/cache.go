@@ -20,8 +20,14 @@ type Key struct {
 }
 
 // Cache holds the projections of closed-form covariances, [Project]([ClosedForm](k, σ)),
-// by kernel shape and σ. It is safe for concurrent use, and each key is computed
-// once even when many goroutines ask for it at once: the others wait for the first.
+// by kernel shape and σ. It computes them by blocks: the closed form does not change
+// when the kernel is flipped along any axis, so in a basis of patterns that are even
+// or odd along each axis it splits into 2^rank blocks, each projected on its own. The
+// result equals Project's up to rounding (about 1e-15) and costs far less: 1 s
+// instead of 200 s for a 51×51 kernel.
+//
+// A Cache is safe for concurrent use, and each key is computed once even when many
+// goroutines ask for it at once: the others wait for the first.
 // Failures are cached too, since the same key always fails the same way. A Cache
 // never forgets, so it holds two n×n matrices per key for as long as it lives.
 // The zero Cache is ready to use.
