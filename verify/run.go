@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/convcov/convcov-onnx/onnxio"
 	"github.com/convcov/convcov-onnx/onnxio/onnxpb"
 )
 
@@ -144,9 +145,9 @@ func randomValues(typ onnxpb.TensorProto_DataType, n int, rng *rand.Rand) []floa
 		case onnxpb.TensorProto_FLOAT:
 			v[i] = float64(float32(rng.NormFloat64()))
 		case onnxpb.TensorProto_FLOAT16:
-			v[i] = float16ToFloat64(float16FromFloat64(rng.NormFloat64()))
+			v[i] = onnxio.Float16Value(onnxio.Float16Bits(rng.NormFloat64()))
 		case onnxpb.TensorProto_BFLOAT16:
-			v[i] = bfloat16ToFloat64(bfloat16FromFloat64(rng.NormFloat64()))
+			v[i] = onnxio.BFloat16Value(onnxio.BFloat16Bits(rng.NormFloat64()))
 		case onnxpb.TensorProto_DOUBLE:
 			v[i] = rng.NormFloat64()
 		case onnxpb.TensorProto_BOOL:
@@ -296,64 +297,4 @@ func allFinite(v []float64) bool {
 		}
 	}
 	return true
-}
-
-// float16FromFloat64 rounds x to the nearest IEEE 754 half-precision value, ties to even.
-func float16FromFloat64(x float64) uint16 {
-	bits := math.Float64bits(x)
-	sign := uint16(bits>>48) & 0x8000
-	switch {
-	case math.IsNaN(x):
-		return sign | 0x7e00
-	case math.Abs(x) >= 65520: // rounds past the largest half, 65504
-		return sign | 0x7c00
-	}
-	a := math.Abs(x)
-	if a < 0x1p-14 {
-		// Subnormal or zero: units of 2^-24, rounded to even by math.RoundToEven.
-		return sign | uint16(math.RoundToEven(a*0x1p24))
-	}
-	frac, exp := math.Frexp(a) // a = frac * 2^exp, frac in [0.5, 1)
-	m := math.RoundToEven(frac * 2048)
-	if m == 2048 {
-		m, exp = 1024, exp+1
-	}
-	return sign | uint16(exp+14)<<10 | (uint16(m) - 1024)
-}
-
-// float16ToFloat64 returns the value of the half-precision bits h.
-func float16ToFloat64(h uint16) float64 {
-	sign := 1.0
-	if h&0x8000 != 0 {
-		sign = -1
-	}
-	exp := int(h>>10) & 0x1f
-	frac := float64(h & 0x3ff)
-	switch exp {
-	case 0:
-		return sign * frac * 0x1p-24
-	case 0x1f:
-		if frac != 0 {
-			return math.NaN()
-		}
-		return math.Inf(int(sign))
-	}
-	return sign * math.Ldexp(1+frac/1024, exp-15)
-}
-
-// bfloat16FromFloat64 rounds x to the nearest bfloat16 value, ties to even.
-func bfloat16FromFloat64(x float64) uint16 {
-	f := math.Float32bits(float32(x))
-	if math.IsNaN(x) {
-		return uint16(f>>16) | 0x40
-	}
-	// Round the low 16 bits to even; a carry into the exponent rounds up correctly,
-	// up to infinity.
-	f += 0x7fff + (f>>16)&1
-	return uint16(f >> 16)
-}
-
-// bfloat16ToFloat64 returns the value of the bfloat16 bits h.
-func bfloat16ToFloat64(h uint16) float64 {
-	return float64(math.Float32frombits(uint32(h) << 16))
 }

@@ -10,6 +10,7 @@ import (
 
 	ort "github.com/yalue/onnxruntime_go"
 
+	"github.com/convcov/convcov-onnx/onnxio"
 	"github.com/convcov/convcov-onnx/onnxio/onnxpb"
 )
 
@@ -202,9 +203,9 @@ func newValue(typ onnxpb.TensorProto_DataType, shape []int64, values []float64) 
 			return nil, fmt.Errorf("%v scalars and empty %v tensors are not supported "+
 				"by the ONNX Runtime Go binding", typ, typ)
 		}
-		round := float16FromFloat64
+		round := onnxio.Float16Bits
 		if typ == onnxpb.TensorProto_BFLOAT16 {
-			round = bfloat16FromFloat64
+			round = onnxio.BFloat16Bits
 		}
 		data := make([]byte, 2*len(values))
 		for i, x := range values {
@@ -320,9 +321,9 @@ func readValue(name string, typ onnxpb.TensorProto_DataType, v ort.Value) (Tenso
 		if typ != onnxpb.TensorProto_FLOAT16 && typ != onnxpb.TensorProto_BFLOAT16 {
 			break
 		}
-		decode := float16ToFloat64
+		decode := onnxio.Float16Value
 		if typ == onnxpb.TensorProto_BFLOAT16 {
-			decode = bfloat16ToFloat64
+			decode = onnxio.BFloat16Value
 		}
 		b := v.GetData()
 		t.Type, t.Shape, t.Values = typ, v.GetShape(), make([]float64, len(b)/2)

@@ -11,89 +11,11 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/convcov/convcov-onnx/onnxio"
 	"github.com/convcov/convcov-onnx/onnxio/onnxpb"
 )
 
 const modelsDir = "../testdata/models"
-
-func TestFloat16(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		x    float64
-		want uint16
-	}{
-		{0, 0x0000},
-		{math.Copysign(0, -1), 0x8000},
-		{1, 0x3c00},
-		{-2, 0xc000},
-		{0.1, 0x2e66},       // 0.0999755859375, nearer than 0x2e67
-		{65504, 0x7bff},     // largest finite
-		{65519.99, 0x7bff},  // still rounds down
-		{65520, 0x7c00},     // tie, to even: infinity
-		{1e6, 0x7c00},       // overflow
-		{0x1p-24, 0x0001},   // smallest subnormal
-		{0x1p-25, 0x0000},   // tie, to even: zero
-		{0x3p-25, 0x0002},   // tie, to even: 2 units
-		{0x1p-14, 0x0400},   // smallest normal
-		{0x3ffp-24, 0x03ff}, // largest subnormal
-		{1 + 0x1p-11, 0x3c00},
-		{1 + 0x3p-11, 0x3c02},
-		{math.Inf(-1), 0xfc00},
-	}
-	for _, tt := range tests {
-		if got := float16FromFloat64(tt.x); got != tt.want {
-			t.Errorf("float16FromFloat64(%v) = %#04x, want %#04x", tt.x, got, tt.want)
-		}
-	}
-	if got := float16FromFloat64(math.NaN()); got&0x7c00 != 0x7c00 || got&0x3ff == 0 {
-		t.Errorf("float16FromFloat64(NaN) = %#04x, want a NaN", got)
-	}
-
-	// Every finite half survives a round trip through float64.
-	for h := range uint32(1 << 16) {
-		x := float16ToFloat64(uint16(h))
-		if math.IsNaN(x) {
-			continue
-		}
-		if got := float16FromFloat64(x); got != uint16(h) {
-			t.Fatalf("float16 %#04x -> %v -> %#04x", h, x, got)
-		}
-	}
-}
-
-func TestBfloat16(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		x    float64
-		want uint16
-	}{
-		{1, 0x3f80},
-		{-1, 0xbf80},
-		{1 + 0x1p-8, 0x3f80}, // tie, to even
-		{1 + 0x3p-8, 0x3f82}, // tie, to even
-		{3.14159, 0x4049},
-		{math.Inf(1), 0x7f80},
-	}
-	for _, tt := range tests {
-		if got := bfloat16FromFloat64(tt.x); got != tt.want {
-			t.Errorf("bfloat16FromFloat64(%v) = %#04x, want %#04x", tt.x, got, tt.want)
-		}
-	}
-	if got := bfloat16FromFloat64(math.NaN()); !math.IsNaN(bfloat16ToFloat64(got)) {
-		t.Errorf("bfloat16FromFloat64(NaN) = %#04x, want a NaN", got)
-	}
-
-	// Every non-NaN bfloat16 survives a round trip through float64.
-	for h := range uint32(1 << 16) {
-		x := bfloat16ToFloat64(uint16(h))
-		if math.IsNaN(x) {
-			continue
-		}
-		if got := bfloat16FromFloat64(x); got != uint16(h) {
-			t.Fatalf("bfloat16 %#04x -> %v -> %#04x", h, x, got)
-		}
-	}
-}
 
 func TestCompare(t *testing.T) {
 	t.Parallel()
@@ -250,7 +172,7 @@ func checkRepresentable(t *testing.T, in Tensor) {
 		case onnxpb.TensorProto_FLOAT:
 			ok = float64(float32(x)) == x
 		case onnxpb.TensorProto_FLOAT16:
-			ok = float16ToFloat64(float16FromFloat64(x)) == x
+			ok = onnxio.Float16Value(onnxio.Float16Bits(x)) == x
 		case onnxpb.TensorProto_BOOL:
 			ok = x == 0 || x == 1
 		default:
