@@ -268,11 +268,12 @@ func TestClosedFormComponents(t *testing.T) {
 					mBlock[a][b] = z[k*(a/k)+b/k]
 				}
 			}
+			dense := func(m [][]float64) *mat.Dense { return mat.NewDense(n, n, flatten(m)) }
 			cBlock := toBlock(cr, k)
-			checkMatrix(t, "C rearranged", mat.NewDense(n, n, flatten(toBlock(at(cBlock), k))), c.CRearranged, goldenTol)
-			checkMatrix(t, "C block", mat.NewDense(n, n, flatten(cBlock)), c.CBlock, goldenTol)
-			checkMatrix(t, "S block", mat.NewDense(n, n, flatten(sBlock)), c.SBlock, goldenTol)
-			checkMatrix(t, "M block", mat.NewDense(n, n, flatten(mBlock)), c.MBlock, goldenTol)
+			checkMatrix(t, "C rearranged", dense(toBlock(at(cBlock), k)), c.CRearranged, goldenTol)
+			checkMatrix(t, "C block", dense(cBlock), c.CBlock, goldenTol)
+			checkMatrix(t, "S block", dense(sBlock), c.SBlock, goldenTol)
+			checkMatrix(t, "M block", dense(mBlock), c.MBlock, goldenTol)
 
 			// Σ̃ = M ⊙ (C − ½S), and Σ = ½(Σ̃ + Σ̃^B) (Eq. 7-9).
 			tilde := make([][]float64, n)
@@ -283,8 +284,8 @@ func TestClosedFormComponents(t *testing.T) {
 				}
 			}
 			tildeB := blockTranspose(tilde, k)
-			checkMatrix(t, "Σ̃ block", mat.NewDense(n, n, flatten(tilde)), c.Tilde, goldenTol)
-			checkMatrix(t, "Σ̃^B block", mat.NewDense(n, n, flatten(tildeB)), c.TildeB, goldenTol)
+			checkMatrix(t, "Σ̃ block", dense(tilde), c.Tilde, goldenTol)
+			checkMatrix(t, "Σ̃^B block", dense(tildeB), c.TildeB, goldenTol)
 			sigmaBlock := mat.NewDense(n, n, nil)
 			for a := range n {
 				for b := range n {
@@ -299,7 +300,7 @@ func TestClosedFormComponents(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkMatrix(t, "R", r, c.SigmaRearr, goldenTol)
-			checkMatrix(t, "block(R)", mat.NewDense(n, n, flatten(toBlock(r.At, k))), c.SigmaBlock, goldenTol)
+			checkMatrix(t, "block(R)", dense(toBlock(r.At, k)), c.SigmaBlock, goldenTol)
 			var rows [][]float64
 			for a := range n {
 				rows = append(rows, mat.Row(nil, a, sigmaBlock))
@@ -379,7 +380,8 @@ func axisPerm(dims []int, order []int) []int {
 // squared distances, sums of a few multiples of ¼, which float64 holds exactly.
 func TestClosedFormProperties(t *testing.T) {
 	t.Parallel()
-	shapes := [][]int{{1}, {2}, {7}, {1, 1}, {3, 3}, {4, 4}, {5, 5}, {9, 9}, {2, 3}, {3, 6}, {1, 7}, {3, 3, 3}, {2, 4, 5}}
+	shapes := [][]int{{1}, {2}, {7}, {1, 1}, {3, 3}, {4, 4}, {5, 5}, {9, 9}, {2, 3}, {3, 6}, {1, 7},
+		{3, 3, 3}, {2, 4, 5}}
 	for _, dims := range shapes {
 		for _, sigma := range []float64{0.08, 0.5, math.Pi / 2, 4} {
 			t.Run(fmt.Sprintf("%v/sigma=%g", dims, sigma), func(t *testing.T) {
@@ -392,7 +394,8 @@ func TestClosedFormProperties(t *testing.T) {
 				for p := range n {
 					for q := range n {
 						if a, b := g.wrappedDist2(p, q), g.wrappedDist2(q, p); a != b {
-							t.Fatalf("wrapped distance (%d, %d): got %g and %g the other way round", p, q, a, b)
+							t.Fatalf("wrapped distance (%d, %d): got %g, and %g the other way round",
+								p, q, a, b)
 						}
 					}
 				}

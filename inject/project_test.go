@@ -57,7 +57,8 @@ func checkFactor(t *testing.T, what string, p *Projection) {
 	fTf.Mul(p.Factor.T(), p.Factor)
 	for i := range n {
 		if i > 0 && p.Eigenvalues[i] < p.Eigenvalues[i-1] {
-			t.Errorf("%s: eigenvalues not ascending at %d: %g after %g", what, i, p.Eigenvalues[i], p.Eigenvalues[i-1])
+			t.Errorf("%s: eigenvalues not ascending at %d: %g after %g",
+				what, i, p.Eigenvalues[i], p.Eigenvalues[i-1])
 		}
 		for j := range n {
 			if d := math.Abs(ffT.At(i, j) - p.Cov.At(i, j)); d > 1e-12 {

@@ -66,7 +66,8 @@ func TestSampleStatistics(t *testing.T) {
 					d := math.Abs(e.Data[i*n+j]/N - s)
 					z := d / math.Sqrt((sii*p.Cov.At(j, j)+s*s)/N)
 					if d > 0.01 && !(z <= 6) {
-						t.Errorf("E[%d][%d]: got %.6f, want %.6f (|diff| %.4f, z %.2f)", i, j, e.Data[i*n+j]/N, s, d, z)
+						t.Errorf("E[%d][%d]: got %.6f, want %.6f (|diff| %.4f, z %.2f)",
+							i, j, e.Data[i*n+j]/N, s, d, z)
 					}
 					worstAbs = max(worstAbs, d)
 					if !math.IsNaN(z) {
@@ -134,7 +135,8 @@ func TestSampleBatchInvariance(t *testing.T) {
 				}
 				for i := range got {
 					if math.Float64bits(got[i]) != math.Float64bits(whole[i]) {
-						t.Fatalf("split %d: filter %d tap %d: got %v, want %v", split, i/n, i%n, got[i], whole[i])
+						t.Fatalf("split %d: filter %d tap %d: got %v, want %v",
+							split, i/n, i%n, got[i], whole[i])
 					}
 				}
 			}

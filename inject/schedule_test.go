@@ -123,7 +123,8 @@ func TestStackExample(t *testing.T) {
 				checkClose(t, what+"trace R₊", trace(p.Cov), l.TraceClip, goldenTol)
 				checkClose(t, what+"centre variance", p.Cov.At(centre, centre), l.Centre, goldenTol)
 				checkClose(t, what+"corner variance", p.Cov.At(0, 0), l.Corner, goldenTol)
-				checkClose(t, what+"centre, right neighbour", p.Cov.At(centre, centre+1), l.CentreRightCovar, goldenTol)
+				checkClose(t, what+"centre, right neighbour", p.Cov.At(centre, centre+1),
+					l.CentreRightCovar, goldenTol)
 			}
 		})
 	}
