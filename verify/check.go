@@ -109,9 +109,10 @@ func Check(original, rewritten string, opts CheckOptions) (*Report, error) {
 		rep.Layers = append(rep.Layers, lc)
 	}
 
-	// Both models in ONNX Runtime.
+	// Both models in ONNX Runtime. Their inputs and outputs come from the models read above,
+	// whose file bytes need not stay in memory while ONNX Runtime reads its own copies.
 	if opts.Run {
-		runBoth(rep, opts.Runtime)
+		runBoth(rep, opts.Runtime, a.Proto, b.Proto)
 	}
 	return rep, nil
 }
@@ -137,8 +138,9 @@ func layerFidelity(lc *LayerCheck, b *onnxio.Model, t *onnxpb.TensorProto, exp E
 	return nil
 }
 
-// runBoth runs the two models on the same inputs and compares their outputs.
-func runBoth(rep *Report, opts Options) {
+// runBoth runs the two models, decoded as pa and pb, on the same inputs and compares their
+// outputs.
+func runBoth(rep *Report, opts Options, pa, pb *onnxpb.ModelProto) {
 	rt, err := Open(opts)
 	if err != nil {
 		if errors.Is(err, ErrNoRuntime) {
@@ -150,17 +152,27 @@ func runBoth(rep *Report, opts Options) {
 	}
 	defer rt.Close()
 	rep.Runtime = fmt.Sprintf("ONNX Runtime %s (%s)", rt.Version(), rt.EP())
-	inputs, err := rt.Inputs(rep.Original)
+	sigA, err := newSignature(rep.Original, pa)
 	if err != nil {
 		rep.fail("%v", err)
 		return
 	}
-	outA, err := rt.Run(rep.Original, inputs)
+	sigB, err := newSignature(rep.Rewritten, pb)
+	if err != nil {
+		rep.fail("%v", err)
+		return
+	}
+	inputs, err := sigA.makeInputs(rt.opts.Dims, rt.opts.Seed)
+	if err != nil {
+		rep.fail("%v", err)
+		return
+	}
+	outA, err := rt.run(sigA, inputs)
 	if err != nil {
 		rep.fail("ONNX Runtime cannot run the original model either, so the rewrite cannot be proven there: %v", err)
 		return
 	}
-	outB, err := rt.Run(rep.Rewritten, inputs)
+	outB, err := rt.run(sigB, inputs)
 	if err != nil {
 		rep.fail("ONNX Runtime cannot run the rewritten model: %v", err)
 		return

@@ -74,7 +74,12 @@ func makeInputs(path string, dims map[string]int64, seed uint64) ([]Tensor, erro
 	if err != nil {
 		return nil, err
 	}
+	return sig.makeInputs(dims, seed)
+}
 
+// makeInputs is makeInputs for the model whose signature is sig.
+func (sig *signature) makeInputs(dims map[string]int64, seed uint64) ([]Tensor, error) {
+	path := sig.path
 	used := map[string]bool{}
 	var inputs []Tensor
 	for _, vi := range sig.inputs {
@@ -125,7 +130,7 @@ func makeInputs(path string, dims map[string]int64, seed uint64) ([]Tensor, erro
 	if len(unused) > 0 {
 		sort.Strings(unused)
 		return nil, fmt.Errorf("verify: model %s: no input has a dimension named %s (symbolic "+
-			"dimensions: %s)", path, quoteAll(unused), quoteAll(symbolicDims(sig)))
+			"dimensions: %s)", path, quoteAll(unused), quoteAll(sig.symbolicDims()))
 	}
 	return inputs, nil
 }
@@ -160,7 +165,7 @@ func randomValues(typ onnxpb.TensorProto_DataType, n int, rng *rand.Rand) []floa
 }
 
 // symbolicDims lists the names of the symbolic dimensions of the model's inputs.
-func symbolicDims(sig *signature) []string {
+func (sig *signature) symbolicDims() []string {
 	seen := map[string]bool{}
 	var names []string
 	for _, vi := range sig.inputs {

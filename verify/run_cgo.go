@@ -26,7 +26,13 @@ func (r *Runtime) Run(path string, inputs []Tensor) ([]Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	ordered, err := orderInputs(path, sig, inputs)
+	return r.run(sig, inputs)
+}
+
+// run runs the model of signature sig on inputs; see Run.
+func (r *Runtime) run(sig *signature, inputs []Tensor) ([]Tensor, error) {
+	path := sig.path
+	ordered, err := orderInputs(sig, inputs)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +94,8 @@ func (r *Runtime) Run(path string, inputs []Tensor) ([]Tensor, error) {
 
 // orderInputs returns the given inputs in the model's order, after checking that they match
 // the model's inputs one for one and that each fills its shape.
-func orderInputs(path string, sig *signature, inputs []Tensor) ([]*Tensor, error) {
+func orderInputs(sig *signature, inputs []Tensor) ([]*Tensor, error) {
+	path := sig.path
 	if len(sig.inputs) == 0 {
 		return nil, fmt.Errorf("verify: model %s has no inputs; verify runs models on inputs", path)
 	}

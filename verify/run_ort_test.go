@@ -349,7 +349,7 @@ func TestRunErrors(t *testing.T) {
 		{name: "unknown operator", model: unknownOp, inputs: conv64Inputs,
 			wantErr: []string{"unknown_op.onnx", "cannot load", "NoSuchOp"}},
 		{name: "not a model", model: "../go.mod", inputs: good,
-			wantErr: []string{"go.mod", "not an ONNX model"}},
+			wantErr: []string{"go.mod", "not a valid ONNX"}},
 		{name: "missing input", model: digits, inputs: nil,
 			wantErr: []string{"convmixer_digits_d64_l4_k9.onnx", `input "input"`}},
 		{name: "unknown input", model: digits,

@@ -229,6 +229,7 @@ func TestMakeInputsErrors(t *testing.T) {
 		Name: proto.String("seq"),
 		Type: &onnxpb.TypeProto{Value: &onnxpb.TypeProto_SequenceType{}},
 	}))
+	noGraph := write("nograph.onnx", &onnxpb.ModelProto{IrVersion: proto.Int64(8)})
 	empty := filepath.Join(dir, "empty.onnx")
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -239,16 +240,17 @@ func TestMakeInputsErrors(t *testing.T) {
 		model   string
 		dims    map[string]int64
 		wantErr []string
-		notGo   bool // errNotModel expected
+		notGo   bool // onnxio.ErrMalformed expected
 	}{
 		{name: "string input", model: stringInput, wantErr: []string{"string.onnx", `"text"`, "STRING"}},
 		{name: "no shape", model: noShape, wantErr: []string{`"x"`, "no shape"}},
 		{name: "sequence input", model: sequence, wantErr: []string{`"seq"`, "not a tensor"}},
 		{name: "unknown dim name", model: filepath.Join(modelsDir, "convmixer_digits_d64_l4_k9.onnx"),
 			dims: map[string]int64{"batch": 2}, wantErr: []string{`"batch"`, `"N"`}},
-		{name: "missing file", model: filepath.Join(dir, "nope.onnx"), wantErr: []string{"nope.onnx"}},
-		{name: "text file", model: "../go.mod", wantErr: []string{"go.mod", "not an ONNX model"}, notGo: true},
-		{name: "empty file", model: empty, wantErr: []string{"empty.onnx", "no graph"}, notGo: true},
+		{name: "missing file", model: filepath.Join(dir, "nope.onnx"), wantErr: []string{"nope.onnx", "no such file"}},
+		{name: "text file", model: "../go.mod", wantErr: []string{"go.mod", "not a valid ONNX"}, notGo: true},
+		{name: "empty file", model: empty, wantErr: []string{"empty.onnx", "empty"}, notGo: true},
+		{name: "no graph", model: noGraph, wantErr: []string{"nograph.onnx", "no graph"}},
 		{name: "folder", model: dir, wantErr: []string{"not a regular file"}},
 	}
 	for _, tt := range tests {
@@ -264,8 +266,11 @@ func TestMakeInputsErrors(t *testing.T) {
 					t.Errorf("error %q does not mention %s", err, s)
 				}
 			}
-			if tt.notGo != errors.Is(err, errNotModel) {
-				t.Errorf("errors.Is(%v, errNotModel) = %v, want %v", err, !tt.notGo, tt.notGo)
+			if tt.notGo != errors.Is(err, onnxio.ErrMalformed) {
+				t.Errorf("errors.Is(%v, onnxio.ErrMalformed) = %v, want %v", err, !tt.notGo, tt.notGo)
+			}
+			if n := strings.Count(err.Error(), filepath.Base(tt.model)); n != 1 {
+				t.Errorf("error %q names the model %d times, want once", err, n)
 			}
 		})
 	}
