@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -178,10 +179,14 @@ func Apply(m *onnxio.Model, scan *graphscan.Result, src Source, opts Options) (*
 
 	// Write them into the model, in layer order.
 	for _, k := range todo {
+		lr := &rep.Layers[k]
+		if errors.Is(errs[k], ErrTooManyTaps) {
+			lr.Action, lr.Reason = ActionSkip, fmt.Sprintf("kernel %v has more than %d taps, too many for a covariance", lr.Layer.Kernel, MaxTaps)
+			continue
+		}
 		if errs[k] != nil {
 			return nil, errs[k]
 		}
-		lr := &rep.Layers[k]
 		if err := m.SetValues(lr.Layer.Tensor, samples[k]); err != nil {
 			return nil, fmt.Errorf("inject: node %s: weight %q: %w", lr.Layer.Label(), lr.Layer.TensorName, err)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"math"
@@ -51,12 +52,9 @@ func runCov(ctx context.Context, e *env, args []string) error {
 		return usagef("--sigma is required and must be a positive finite number")
 	}
 
-	// The closed form and its nearest PSD matrix.
-	r, err := inject.ClosedForm(kernel, *sigmaFlag)
-	if err != nil {
-		return err
-	}
-	p, err := inject.Project(r)
+	// The closed form and its nearest PSD matrix (the cache projects it by symmetry blocks,
+	// which is much faster for large kernels).
+	p, err := inject.NewCache().ClosedForm(kernel, *sigmaFlag)
 	if err != nil {
 		return err
 	}
@@ -150,7 +148,11 @@ func writeNpy(path string, m *mat.Dense) error {
 	if err != nil {
 		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
-	err = npyio.Write(f, m)
+	bw := bufio.NewWriter(f) // npyio writes in small pieces
+	err = npyio.Write(bw, m)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
