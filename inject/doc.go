@@ -46,6 +46,23 @@
 // goroutines. (This relies on gonum's own BLAS, the default; a BLAS registered with
 // blas64.Use may differ in the last bits.)
 //
+// # Rewriting a model
+//
+// [Apply] takes a model, its [graphscan.Result] and a [Source] of distributions, draws
+// every rewritable layer's filters and writes them with onnxio's SetValues; the model
+// is saved by the caller. [ClosedFormSource] is the closed form at σ(d) of a schedule;
+// a bank of harvested covariances is another Source. Layer i draws from its own
+// stream, seeded by ([Options].Seed, i), so a model's output bytes depend only on the
+// seed and the flags. [Options].Scale multiplies the filters and [Options].Only
+// restricts the rewrite to layers a regular expression selects.
+//
+//	m, _ := onnxio.Load("model.onnx")
+//	scan, _ := graphscan.Scan(m)
+//	src := &inject.ClosedFormSource{Schedule: inject.Schedule{Sigma0: 0.15, V: 0.25, A: 1}}
+//	report, err := inject.Apply(m, scan, src, inject.Options{Seed: 1})
+//	...
+//	err = m.Save("model_init.onnx")
+//
 // # Errors
 //
 // Bad input is an error, never a panic: an empty kernel, a dim below 1, σ that is not
