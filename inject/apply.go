@@ -177,17 +177,23 @@ func Apply(m *onnxio.Model, scan *graphscan.Result, src Source, opts Options) (*
 	close(jobs)
 	wg.Wait()
 
-	// Write them into the model, in layer order.
+	// Write them into the model, in layer order, once every layer has its filters, so that
+	// a failed Apply changes nothing.
+	for _, k := range todo {
+		if errs[k] != nil && !errors.Is(errs[k], ErrTooManyTaps) {
+			return nil, errs[k]
+		}
+	}
 	for _, k := range todo {
 		lr := &rep.Layers[k]
-		if errors.Is(errs[k], ErrTooManyTaps) {
+		if errs[k] != nil {
 			lr.Action, lr.Reason = ActionSkip, fmt.Sprintf("kernel %v has more than %d taps, too many for a covariance", lr.Layer.Kernel, MaxTaps)
 			continue
 		}
-		if errs[k] != nil {
-			return nil, errs[k]
-		}
 		if err := m.SetValues(lr.Layer.Tensor, samples[k]); err != nil {
+			for _, done := range todo {
+				m.Discard(rep.Layers[done].Layer.Tensor)
+			}
 			return nil, fmt.Errorf("inject: node %s: weight %q: %w", lr.Layer.Label(), lr.Layer.TensorName, err)
 		}
 		rep.Rewritten++

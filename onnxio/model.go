@@ -344,6 +344,9 @@ func (m *Model) SetValues(t *onnxpb.TensorProto, v []float64) error {
 	return nil
 }
 
+// Discard drops the change SetValues made to t, if any: t has its stored elements again.
+func (m *Model) Discard(t *onnxpb.TensorProto) { delete(m.changes, t) }
+
 // edits returns the edits that write the changed inline tensors into the encoding.
 func (m *Model) inlineEdits() []edit {
 	var edits []edit
