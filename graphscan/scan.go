@@ -30,9 +30,9 @@ type Layer struct {
 	Scope     string // "" in the main graph; otherwise the subgraph or function it lies in
 
 	Weight     string              // the name of the Conv's weight input
-	Tensor     *onnxpb.TensorProto // the tensor a rewrite replaces; nil when skipped
+	Tensor     *onnxpb.TensorProto // the weight's source tensor; nil when it has none (see Skip)
 	TensorName string              // initializer name or Constant node name holding Tensor
-	SourceKind string              // SourceInitializer or SourceConstant; "" when skipped
+	SourceKind string              // SourceInitializer or SourceConstant; "" without a Tensor
 	Via        []string            // op types between the source and the Conv, nearest last
 
 	Channels   int64   // C = group
@@ -57,6 +57,10 @@ func (l *Layer) Label() string {
 	}
 	return fmt.Sprintf("#%d (unnamed Conv)", l.NodeIndex)
 }
+
+// Rewritable reports whether a rewrite may replace the layer's weight: it is in the main
+// graph, its source tensor is known, and nothing made it skip.
+func (l *Layer) Rewritable() bool { return l.Skip == "" && l.Tensor != nil && l.Counted() }
 
 // Counted reports whether the layer is in the main graph and so counts in D.
 func (l *Layer) Counted() bool { return l.Index > 0 }
@@ -342,8 +346,7 @@ func (s *scope) checkSource(l *Layer, irVersion int64) {
 		}
 	}
 	if l.Skip != "" {
-		l.Tensor, l.TensorName, l.SourceKind = nil, "", ""
-		return
+		return // the tensor stays known: it can still be read, just not rewritten
 	}
 	if src.input && irVersion >= 4 {
 		l.Warnings = append(l.Warnings, fmt.Sprintf(

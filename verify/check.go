@@ -72,7 +72,7 @@ func Check(original, rewritten string, opts CheckOptions) (*Report, error) {
 	}
 	allowed := map[*onnxpb.TensorProto]bool{}
 	for k := range scan.Layers {
-		if l := &scan.Layers[k]; l.Tensor != nil {
+		if l := &scan.Layers[k]; l.Rewritable() {
 			allowed[l.Tensor] = true
 		}
 	}
@@ -94,7 +94,7 @@ func Check(original, rewritten string, opts CheckOptions) (*Report, error) {
 	}
 	for k := range scan.Layers {
 		l := &scan.Layers[k]
-		if l.Tensor == nil {
+		if !l.Rewritable() {
 			continue
 		}
 		lc := LayerCheck{Layer: l}
