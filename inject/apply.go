@@ -144,7 +144,7 @@ func Apply(m *onnxio.Model, scan *graphscan.Result, src Source, opts Options) (*
 		if cf, ok := src.(*ClosedFormSource); ok {
 			lr.Sigma = cf.Sigma(l)
 		}
-		if l.Skip == "" {
+		if l.Rewritable() {
 			if !Selects(opts.Only, l) {
 				lr.Reason = fmt.Sprintf("not selected by --only %q", opts.Only.String())
 			} else {
