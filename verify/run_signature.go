@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -62,10 +63,11 @@ func newSignature(path string, mp *onnxpb.ModelProto) (*signature, error) {
 // loadError puts onnxio.Load's error for path into verify's form, naming the file once.
 func loadError(path string, err error) error {
 	var pe *fs.PathError
-	if errors.As(err, &pe) && pe.Path == path {
-		err = pe.Err // reading the file failed
-	} else if inner := errors.Unwrap(err); inner != nil && err.Error() == path+": "+inner.Error() {
-		err = inner // the model did not decode; Load put the path first
+	switch {
+	case errors.As(err, &pe) && pe.Path == path:
+		return fmt.Errorf("verify: model %s: %w", path, pe.Err) // reading the file failed
+	case strings.Contains(err.Error(), path):
+		return fmt.Errorf("verify: %w", err)
 	}
 	return fmt.Errorf("verify: model %s: %w", path, err)
 }
