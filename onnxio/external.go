@@ -19,6 +19,10 @@ type extRef struct {
 	size     int64 // of the file, when it was checked
 }
 
+// openData opens an external data file for reading; every read of external data goes
+// through it, so that tests can count them.
+var openData = os.Open
+
 // checkExternal validates every external data reference before any is read.
 func (m *Model) checkExternal() error {
 	for _, t := range m.order {
@@ -47,7 +51,7 @@ func parseExternal(t *onnxpb.TensorProto) (*extRef, error) {
 	for _, kv := range t.GetExternalData() {
 		key, value := kv.GetKey(), kv.GetValue()
 		if seen[key] {
-			return nil, fmt.Errorf("%w: tensor %q: external data key %q given twice", ErrExternalData, t.GetName(), key)
+			return nil, fmt.Errorf("%w: tensor %q: external data key %q given twice; keep one", ErrExternalData, t.GetName(), key)
 		}
 		seen[key] = true
 		switch key {
@@ -96,14 +100,15 @@ func (m *Model) resolveExternal(t *onnxpb.TensorProto, ref *extRef) error {
 	}
 	file, err := filepath.EvalSymlinks(filepath.Join(dir, filepath.FromSlash(ref.location)))
 	if err != nil {
-		return fmt.Errorf("%w: tensor %q: location %q: %v", ErrExternalData, t.GetName(), ref.location, err)
+		return fmt.Errorf("%w: tensor %q: location %q: %v; the data file must lie in the model's folder, where the model says",
+			ErrExternalData, t.GetName(), ref.location, err)
 	}
 	file, err = filepath.Abs(file)
 	if err != nil {
 		return fmt.Errorf("%w: tensor %q: location %q: %v", ErrExternalData, t.GetName(), ref.location, err)
 	}
 	if rel, err := filepath.Rel(dir, file); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return fmt.Errorf("%w: tensor %q: location %q leads out of the model's folder (to %s) through a symbolic link",
+		return fmt.Errorf("%w: tensor %q: location %q leads out of the model's folder (to %s) through a symbolic link; copy the data file into the folder",
 			ErrExternalData, t.GetName(), ref.location, file)
 	}
 	fi, err := os.Stat(file)
@@ -119,7 +124,7 @@ func (m *Model) resolveExternal(t *onnxpb.TensorProto, ref *extRef) error {
 		end += ref.length
 	}
 	if ref.offset > ref.size || end > ref.size || end < ref.offset {
-		return fmt.Errorf("%w: tensor %q: offset %d and length %d run past the end of %s (%d bytes)",
+		return fmt.Errorf("%w: tensor %q: offset %d and length %d run past the end of %s (%d bytes); the data file is cut short or belongs to another model",
 			ErrExternalData, t.GetName(), ref.offset, ref.length, ref.location, ref.size)
 	}
 	return nil
@@ -139,7 +144,7 @@ func (m *Model) readExternal(t *onnxpb.TensorProto, ref *extRef, want int64) ([]
 		return nil, fmt.Errorf("%w: tensor %q: %d bytes at offset %d run past the end of %s (%d bytes)",
 			ErrExternalData, t.GetName(), want, ref.offset, ref.location, ref.size)
 	}
-	f, err := os.Open(ref.file)
+	f, err := openData(ref.file)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tensor %q: %v", ErrExternalData, t.GetName(), err)
 	}

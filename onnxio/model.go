@@ -51,6 +51,9 @@ func Load(path string) (*Model, error) {
 		return nil, err
 	}
 	m, err := decode(src, path, filepath.Dir(path))
+	if errors.Is(err, ErrMalformed) {
+		return nil, fmt.Errorf("%s: %w; it is not an ONNX model, or it was damaged or cut short: export or copy it again", path, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -92,6 +95,11 @@ func decode(src []byte, path, dir string) (*Model, error) {
 	mp := &onnxpb.ModelProto{}
 	if err := proto.Unmarshal(skeleton, mp); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if mp.Graph == nil {
+		// Protobuf takes unknown fields and fields of the wrong wire type as unknown, so
+		// text and other files can decode without error; a model always has a graph.
+		return nil, fmt.Errorf("%w: no graph (ModelProto field 7)", ErrMalformed)
 	}
 
 	m := &Model{
@@ -228,52 +236,89 @@ func (m *Model) Values(t *onnxpb.TensorProto) ([]float64, error) {
 	return nil, fmt.Errorf("onnxio: internal error: tensor %q of type %s", t.GetName(), TypeName(t.GetDataType()))
 }
 
-// rawBytes checks that t's data agrees with its type and dims and returns its elements'
-// bytes when they are kept as raw bytes (raw_data, external data or a change); it returns
-// nil when they are in the typed field.
-func (m *Model) rawBytes(t *onnxpb.TensorProto) ([]byte, error) {
+// Check reports whether the stored data of the float tensor t of m agrees with its type
+// and dims, without reading it: raw_data of the right length, a typed field with the right
+// number of elements, or an external byte range of the right length inside its file. A
+// tensor that passes can be read with Values (unless its external file cannot be read) and
+// its element count is bounded by the bytes that store it, so a small file that declares a
+// huge tensor is refused here, before anything is allocated for it.
+func (m *Model) Check(t *onnxpb.TensorProto) error {
+	_, err := m.checkData(t)
+	return err
+}
+
+// checkData is Check; it returns the number of bytes t's elements take as raw data.
+func (m *Model) checkData(t *onnxpb.TensorProto) (int64, error) {
 	loc, ok := m.locs[t]
 	if !ok {
-		return nil, fmt.Errorf("onnxio: tensor %q is not part of this model", t.GetName())
+		return 0, fmt.Errorf("onnxio: tensor %q is not part of this model", t.GetName())
 	}
 	dt := t.GetDataType()
 	if !IsFloat(dt) {
-		return nil, fmt.Errorf("%w: tensor %q: element type %s cannot hold filters (want FLOAT, FLOAT16, BFLOAT16 or DOUBLE)",
+		return 0, fmt.Errorf("%w: tensor %q: element type %s cannot hold filters (want FLOAT, FLOAT16, BFLOAT16 or DOUBLE)",
 			ErrTensorData, t.GetName(), TypeName(dt))
 	}
 	n, err := Len(t)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	want, err := byteLen(t)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	if c, ok := m.changes[t]; ok {
-		return c, nil
+	if _, ok := m.changes[t]; ok {
+		return want, nil
 	}
 	typed := typedLen(t)
 	rawSpan, hasRaw := loc.raw()
 	ext := m.ext[t]
 	switch {
 	case ext != nil && (hasRaw || typed > 0):
-		return nil, fmt.Errorf("%w: tensor %q: external data and inline data are both set", ErrTensorData, t.GetName())
+		return 0, fmt.Errorf("%w: tensor %q: external data and inline data are both set; %s",
+			ErrTensorData, t.GetName(), reexport)
 	case hasRaw && typed > 0:
-		return nil, fmt.Errorf("%w: tensor %q: raw_data and %s are both set; keep one", ErrTensorData, t.GetName(), m.typedField(t))
-	}
-	switch {
+		return 0, fmt.Errorf("%w: tensor %q: raw_data and %s are both set; %s",
+			ErrTensorData, t.GetName(), m.typedField(t), reexport)
 	case ext != nil:
-		return m.readExternal(t, ext, want)
-	case hasRaw:
-		got := rawSpan.end - rawSpan.payload
-		if got != want {
-			return nil, fmt.Errorf("%w: tensor %q: raw_data holds %d bytes, but dims %v of %s need %d",
-				ErrTensorData, t.GetName(), got, t.GetDims(), TypeName(dt), want)
+		if ext.length >= 0 && ext.length != want {
+			return 0, fmt.Errorf("%w: tensor %q: external data length is %d bytes, but dims %v of %s need %d; %s",
+				ErrTensorData, t.GetName(), ext.length, t.GetDims(), TypeName(dt), want, reexport)
 		}
-		return m.src[rawSpan.payload:rawSpan.end], nil
+		if ext.file != "" && (ext.offset+want > ext.size || ext.offset+want < ext.offset) {
+			return 0, fmt.Errorf("%w: tensor %q: %d bytes at offset %d run past the end of %s (%d bytes); %s",
+				ErrExternalData, t.GetName(), want, ext.offset, ext.location, ext.size, reexport)
+		}
+	case hasRaw:
+		if got := rawSpan.end - rawSpan.payload; got != want {
+			return 0, fmt.Errorf("%w: tensor %q: raw_data holds %d bytes, but dims %v of %s need %d; %s",
+				ErrTensorData, t.GetName(), got, t.GetDims(), TypeName(dt), want, reexport)
+		}
 	case typed != n:
-		return nil, fmt.Errorf("%w: tensor %q: %s holds %d elements, but dims %v need %d",
-			ErrTensorData, t.GetName(), m.typedField(t), typed, t.GetDims(), n)
+		return 0, fmt.Errorf("%w: tensor %q: %s holds %d elements, but dims %v need %d; %s",
+			ErrTensorData, t.GetName(), m.typedField(t), typed, t.GetDims(), n, reexport)
+	}
+	return want, nil
+}
+
+// reexport is what a user can do about a tensor whose stored data is inconsistent.
+const reexport = "the model is damaged: export it again"
+
+// rawBytes checks t's data (see Check) and returns its elements' bytes when they are kept
+// as raw bytes (raw_data, external data or a change); it returns nil when they are in the
+// typed field.
+func (m *Model) rawBytes(t *onnxpb.TensorProto) ([]byte, error) {
+	want, err := m.checkData(t)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := m.changes[t]; ok {
+		return c, nil
+	}
+	if ext := m.ext[t]; ext != nil {
+		return m.readExternal(t, ext, want)
+	}
+	if r, ok := m.locs[t].raw(); ok {
+		return m.src[r.payload:r.end], nil
 	}
 	return nil, nil
 }

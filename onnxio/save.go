@@ -178,7 +178,7 @@ func (m *Model) writeData(path string) (*tempFile, []edit, error) {
 				at += pad
 			}
 			base[file] = at
-			src, err := os.Open(file)
+			src, err := openData(file)
 			if err != nil {
 				return err
 			}
@@ -263,7 +263,7 @@ type tempFile struct {
 func createTemp(target, like string) (*tempFile, error) {
 	f, err := os.CreateTemp(filepath.Dir(target), "."+filepath.Base(target)+".tmp-*")
 	if err != nil {
-		return nil, fmt.Errorf("onnxio: cannot write %s: %w", target, err)
+		return nil, fmt.Errorf("onnxio: cannot write %s: %w; check that its folder exists and can be written", target, err)
 	}
 	mode := os.FileMode(0o644)
 	if fi, err := os.Stat(like); err == nil && like != "" {

@@ -19,10 +19,11 @@ type edit struct {
 
 // A spliceNode is one enclosing record with the edits and records below it.
 type spliceNode struct {
-	fr     frame
-	kids   []*spliceNode
-	edits  []edit
-	newLen int64 // payload length after the edits
+	fr      frame
+	kids    []*spliceNode
+	byStart map[int64]*spliceNode // kids by the start of their record
+	edits   []edit
+	newLen  int64 // payload length after the edits
 }
 
 // splice is a plan to write the original encoding src with edits applied. Bytes outside the
@@ -38,16 +39,15 @@ func newSplice(src []byte, edits []edit) (*splice, error) {
 	for _, e := range edits {
 		n := root
 		for _, fr := range e.path {
-			var child *spliceNode
-			for _, k := range n.kids {
-				if k.fr.start == fr.start {
-					child = k
-					break
-				}
-			}
+			// A map, not a scan of the kids: a graph can hold millions of tensors.
+			child := n.byStart[fr.start]
 			if child == nil {
 				child = &spliceNode{fr: fr}
 				n.kids = append(n.kids, child)
+				if n.byStart == nil {
+					n.byStart = map[int64]*spliceNode{}
+				}
+				n.byStart[fr.start] = child
 			}
 			n = child
 		}
