@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -96,7 +97,7 @@ func (d *differ) message(path string, ma, mb protoreflect.Message) {
 		case fd.IsList():
 			la, lb := ma.Get(fd).List(), mb.Get(fd).List()
 			if la.Len() != lb.Len() {
-				d.add(fpath, "%d elements in the original, %d in the rewritten model", la.Len(), lb.Len())
+				d.add(fpath, "%d elements in the original, %d in the rewritten model%s", la.Len(), lb.Len(), onlyInOne(fd, la, lb))
 				continue
 			}
 			for k := 0; k < la.Len(); k++ {
@@ -173,12 +174,62 @@ func (d *differ) tensor(path string, ta, tb *onnxpb.TensorProto) map[protoreflec
 
 // elementKey names a list element by its name field when it has one.
 func elementKey(m protoreflect.Message, k int) string {
-	for _, field := range []protoreflect.Name{"name", "key"} {
-		if fd := m.Descriptor().Fields().ByName(field); fd != nil && m.Has(fd) && m.Get(fd).String() != "" {
-			return "[" + strconv.Quote(m.Get(fd).String()) + "]"
-		}
+	if name, ok := elementName(m); ok {
+		return "[" + strconv.Quote(name) + "]"
 	}
 	return "[" + strconv.Itoa(k) + "]"
+}
+
+// opsetName is the message whose elements are named by domain rather than by name or key.
+var opsetName = (&onnxpb.OperatorSetIdProto{}).ProtoReflect().Descriptor().FullName()
+
+// elementName returns the name or key field of m (the domain of an opset import), when it
+// has a non-empty one.
+func elementName(m protoreflect.Message) (string, bool) {
+	keys := []protoreflect.Name{"name", "key"}
+	if m.Descriptor().FullName() == opsetName {
+		keys = []protoreflect.Name{"domain"}
+	}
+	for _, field := range keys {
+		if fd := m.Descriptor().Fields().ByName(field); fd != nil && m.Has(fd) && m.Get(fd).String() != "" {
+			return m.Get(fd).String(), true
+		}
+	}
+	return "", false
+}
+
+// onlyInOne names the elements of two lists of messages that only one of them has, such as
+// `; only in the rewritten model: "author"`, or returns "" when the elements have no names.
+func onlyInOne(fd protoreflect.FieldDescriptor, la, lb protoreflect.List) string {
+	if fd.Message() == nil {
+		return ""
+	}
+	names := func(l protoreflect.List) map[string]bool {
+		set := map[string]bool{}
+		for k := 0; k < l.Len(); k++ {
+			if name, ok := elementName(l.Get(k).Message()); ok {
+				set[name] = true
+			}
+		}
+		return set
+	}
+	only := func(l protoreflect.List, other map[string]bool) []string {
+		var q []string
+		for k := 0; k < l.Len(); k++ {
+			if name, ok := elementName(l.Get(k).Message()); ok && !other[name] {
+				q = append(q, strconv.Quote(name))
+			}
+		}
+		return q
+	}
+	var s string
+	if q := only(la, names(lb)); len(q) > 0 {
+		s += "; only in the original: " + strings.Join(q, ", ")
+	}
+	if q := only(lb, names(la)); len(q) > 0 {
+		s += "; only in the rewritten model: " + strings.Join(q, ", ")
+	}
+	return s
 }
 
 func sameValue(a, b protoreflect.Value) bool {
