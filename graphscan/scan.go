@@ -79,7 +79,10 @@ type Result struct {
 
 // Scan finds the depthwise convolutions of m, where each weight comes from, and each layer's
 // position and relative depth. It returns an error wrapping ErrInvalidGraph for a broken
-// graph.
+// graph, and one wrapping onnxio.ErrTensorData or onnxio.ErrExternalData when the stored
+// data of a weight it would rewrite does not match the weight's dims (see onnxio's
+// Model.Check): a rewritable layer's tensor always holds Channels·Multiplier filters of
+// the Kernel's size.
 func Scan(m *onnxio.Model) (*Result, error) {
 	g := m.Proto.GetGraph()
 	if g == nil {
@@ -109,6 +112,13 @@ func Scan(m *onnxio.Model) (*Result, error) {
 		l.Stage = stage[i]
 		if l.Skip == "" {
 			top.checkSource(&l, irVersion)
+		}
+		if l.Skip == "" && l.Tensor != nil {
+			// The stored data must hold the filters the dims promise before anyone draws
+			// them: a small file may declare a huge weight.
+			if err := m.Check(l.Tensor); err != nil {
+				return nil, fmt.Errorf("node %s: weight %q: %w", label(l.Node, l.NodeIndex), l.Weight, err)
+			}
 		}
 		res.Layers = append(res.Layers, l)
 	}
@@ -173,6 +183,9 @@ func (s *scope) layer(i int, res *Result) (Layer, bool, error) {
 	case w != nil && len(w) < 3:
 		return l, false, fmt.Errorf("%w: %snode %s: weight %q has shape %v; a Conv weight needs [M, C/group, k...]",
 			ErrInvalidGraph, s.in(), lbl, l.Weight, w)
+	case src.exact && slices.ContainsFunc(w, func(d int64) bool { return d <= 0 }):
+		return l, false, fmt.Errorf("%w: %snode %s: weight %q has shape %v; every dim of a Conv weight must be positive; the model is broken",
+			ErrInvalidGraph, s.in(), lbl, l.Weight, w)
 	case w != nil && w[1] > 0:
 		if channels > 0 && channels != group*w[1] {
 			return l, false, fmt.Errorf("%w: %snode %s: group %d with weight %q of shape %v means %d input channels, but input %q has %d; the model is broken",
@@ -225,6 +238,7 @@ type source struct {
 	via    []string
 	chain  []link // from the Conv's weight input back to the source value
 	dims   []int64
+	exact  bool   // dims are a stored tensor's, not a declared shape with unknowns
 	stop   string // why no tensor can be rewritten; "" when one was found
 	input  bool   // the initializer is also a graph input
 }
@@ -248,7 +262,7 @@ func (s *scope) trace(name string) source {
 		src.chain = append(src.chain, link{cur, reader, sc})
 		if t := sc.init[cur]; t != nil {
 			src.tensor, src.name, src.kind, src.input = t, cur, SourceInitializer, sc.inputs[cur]
-			src.dims = slices.Clone(t.GetDims())
+			src.dims, src.exact = append([]int64{}, t.GetDims()...), true // a scalar has rank 0
 			return src.checkType()
 		}
 		if sc.sparse[cur] {
@@ -271,7 +285,7 @@ func (s *scope) trace(name string) source {
 				if a := attr(n, "value"); a != nil && a.GetT() != nil {
 					// An unnamed Constant is known by the value it outputs.
 					src.tensor, src.name, src.kind = a.GetT(), cmp.Or(n.GetName(), cur), SourceConstant
-					src.dims = slices.Clone(a.GetT().GetDims())
+					src.dims, src.exact = append([]int64{}, a.GetT().GetDims()...), true
 					return src.checkType()
 				}
 				src.stop = fmt.Sprintf("weight %q comes from Constant node %s without a dense tensor value", cur, label(n, p))
@@ -443,6 +457,13 @@ func scanSubgraphs(s *scope, res *Result) error {
 
 // scanFunctions reports the depthwise convolutions inside model-local functions.
 func scanFunctions(mp *onnxpb.ModelProto, top *scope, res *Result) error {
+	// The main graph's calls of each function, found in one pass over its nodes.
+	type fnKey struct{ domain, name string }
+	calls := map[fnKey][]int{}
+	for i, n := range top.nodes {
+		k := fnKey{n.GetDomain(), n.GetOpType()}
+		calls[k] = append(calls[k], i)
+	}
 	for _, f := range mp.GetFunctions() {
 		where := fmt.Sprintf("model-local function %q", f.GetName())
 		s := &scope{
@@ -462,15 +483,18 @@ func scanFunctions(mp *onnxpb.ModelProto, top *scope, res *Result) error {
 			s.inputs[in] = true
 		}
 		var callers []string
-		for i, n := range top.nodes {
-			if n.GetOpType() == f.GetName() && n.GetDomain() == f.GetDomain() {
-				callers = append(callers, label(n, i))
-				if len(callers) == 1 { // shapes come from the first call
-					for k, in := range f.GetInput() {
-						if k < len(n.GetInput()) && n.GetInput()[k] != "" {
-							s.formal[in] = n.GetInput()[k]
-							delete(s.inputs, in)
-						}
+		for _, i := range calls[fnKey{f.GetDomain(), f.GetName()}] {
+			n := top.nodes[i]
+			if len(callers) == 5 {
+				callers = append(callers, "...")
+				break
+			}
+			callers = append(callers, label(n, i))
+			if len(callers) == 1 { // shapes come from the first call
+				for k, in := range f.GetInput() {
+					if k < len(n.GetInput()) && n.GetInput()[k] != "" {
+						s.formal[in] = n.GetInput()[k]
+						delete(s.inputs, in)
 					}
 				}
 			}

@@ -247,12 +247,11 @@ func checkOutside(t *testing.T, n testutil.Node, l *graphscan.Layer) {
 	} else if missing := testutil.MissingKeywords(l.Skip, n.Keywords); len(missing) > 0 {
 		t.Errorf("node %s: Skip %q lacks keywords %q", id, l.Skip, missing)
 	}
-	// The scope names the outer node and attribute, or the function.
-	var names []string
-	if fn, ok := strings.CutPrefix(n.Scope, "function:"); ok {
-		names = []string{fn[strings.LastIndex(fn, ".")+1:]}
-	} else {
-		names = strings.Split(n.Scope, "/")
+	// The scope names the outer nodes and attributes, and the function: "a/then_branch",
+	// "function:domain.Name" or "function:domain.Name/a/then_branch".
+	names := strings.Split(n.Scope, "/")
+	if fn, ok := strings.CutPrefix(names[0], "function:"); ok {
+		names[0] = fn[strings.LastIndex(fn, ".")+1:]
 	}
 	if missing := testutil.MissingKeywords(l.Scope, names); len(missing) > 0 {
 		t.Errorf("node %s: got Scope %q, want it to name %q", id, l.Scope, names)
