@@ -62,7 +62,8 @@ CONVENTIONS = {
     "node": "node name; \"\" for unnamed nodes, which node_index (0-based position in the "
             "node list of its scope) identifies.",
     "scope": "\"main\" for the main graph, \"<outer node>/<attribute>\" for a subgraph "
-             "(nested with more /), \"function:<domain>.<name>\" for a model-local function.",
+             "(nested with more /), \"function:<domain>.<name>\" for a model-local function "
+             "(followed by /<node>/<attribute> for a subgraph inside it).",
     "action": "REWRITE: tensor gets new values (same name, dims, data_type, storage field); "
               "SKIP: nothing of the node changes and a warning names the node (for inner "
               "nodes: the node, the outer node or the function) and matches keywords; KEEP: "
@@ -446,6 +447,8 @@ def all_conv_nodes(model):
         for idx, n in enumerate(f.node):
             if n.op_type in CONV_OPS:
                 out.append((fscope, idx, n, None))
+            for aname, sg in subgraphs(n):
+                walk(sg, "%s/%s/%s" % (fscope, n.name or "#%d" % idx, aname))
     return out
 
 
@@ -1117,6 +1120,139 @@ def f14b():
         model=m, nodes=EXT_NODES, feeds={"N": 1},
         expect={"D": 2},
         notes="Both data files must be unchanged after a run that writes elsewhere.")
+
+
+@fixture
+def f15():
+    rng = np.random.default_rng(118)
+    C = 8
+    g = Graph("weights_not_rewritable", rng)
+    g.input("x", FLOAT, [1, C, 8, 8])
+    pads = [1, 1, 1, 1]
+    g.init("W_i8", rng.integers(-127, 128, size=[C, 1, 3, 3]), TensorProto.INT8)
+    g.conv("dw_int8", "x", "W_i8", "h1", group=C, pads=pads)
+    g.vinfo("h1", FLOAT, [1, C, 8, 8])
+    g.inits.append(helper.make_tensor("W_str", TensorProto.STRING, [C, 1, 3, 3],
+                                      [b"0.25"] * (C * 9)))
+    g.conv("dw_string", "h1", "W_str", "h2", group=C, pads=pads)
+    g.vinfo("h2", FLOAT, [1, C, 8, 8])
+    g.init("W_hwio", conv_weight(rng, [C, 1, 3, 3]).transpose(2, 3, 1, 0))
+    g.node("Transpose", ["W_hwio"], ["W_oihw"], "transpose_w", perm=[3, 2, 0, 1])
+    g.vinfo("W_oihw", FLOAT, [C, 1, 3, 3])
+    g.conv("dw_transpose", "h2", "W_oihw", "h3", group=C, pads=pads)
+    g.vinfo("h3", FLOAT, [1, C, 8, 8])
+    g.dw("dw_plain", "h3", "y", C, [3, 3])
+    g.output("y", FLOAT, [1, C, 8, 8])
+    return dict(
+        file="15_weights_not_rewritable.onnx",
+        title="Depthwise weights of integer and string type, and one behind a Transpose",
+        situation="Four chained depthwise 3x3 convs on 8 channels: dw_int8 reads an INT8 "
+                  "initializer directly (no Cast), dw_string a STRING initializer, "
+                  "dw_transpose the output of a Transpose of an HWIO float initializer "
+                  "(perm [3,2,0,1]), dw_plain an ordinary float initializer. value_info gives "
+                  "the shapes, since shape inference rejects the integer and string weights.",
+        model=make_model(g.make()),
+        infer=False,
+        nodes={
+            "dw_int8": skip("W_i8", "INT8", note="W_i8 KEEP: an INT8 tensor cannot hold "
+                                                 "sampled filters"),
+            "dw_string": skip("W_str", "STRING", note="W_str KEEP"),
+            "dw_transpose": skip("Transpose", "transpose_w", note="W_hwio KEEP: the weight "
+                                                                  "is computed, not stored"),
+            "dw_plain": rw("dw_plain.weight"),
+        },
+        ort=(False, "Conv takes no INT8 or STRING weight: the session does not load"),
+        expect={"D": 4},
+        notes="All four count in D (they are depthwise by shape); only dw_plain is "
+              "rewritten. A rewrite must not turn the integer or string tensor into floats.")
+
+
+@fixture
+def f16():
+    rng = np.random.default_rng(119)
+    C, HW = 8, 16
+    shp = ["N", C, HW, HW]
+    g = Graph("nested_subgraphs", rng)
+    g.input("x", FLOAT, shp)
+    g.input("cond", TensorProto.BOOL, [])
+    g.dw("dw_main", "x", "y0", C, [3, 3])
+    g.weight("W_outer", [C, 1, 3, 3])
+    g.conv("dw_shared_outer", "y0", "W_outer", "y1", group=C, pads=[1, 1, 1, 1])
+
+    # A Loop whose body holds an If whose then branch holds a depthwise conv.
+    then_b = Graph("loop_if_then", rng)
+    then_b.dw("dw_loop_if_then", "v_in", "t_out", C, [3, 3])
+    then_b.output("t_out", FLOAT, shp)
+    else_b = Graph("loop_if_else", rng)
+    else_b.node("Identity", ["v_in"], ["e_out"], "loop_if_else_id")
+    else_b.output("e_out", FLOAT, shp)
+    body = Graph("loop_body", rng)
+    body.input("iter", TensorProto.INT64, [])
+    body.input("cond_in", TensorProto.BOOL, [])
+    body.input("v_in", FLOAT, shp)
+    body.node("Identity", ["cond_in"], ["cond_out"], "loop_cond_id")
+    body.node("If", ["cond"], ["v_out"], "if_in_loop", then_branch=then_b.make(),
+              else_branch=else_b.make())
+    body.output("cond_out", TensorProto.BOOL, [])
+    body.output("v_out", FLOAT, shp)
+    g.init("loop_trip", np.array(2, dtype=np.int64), TensorProto.INT64)
+    g.init("loop_cond", np.array(True), TensorProto.BOOL)
+    g.node("Loop", ["loop_trip", "loop_cond", "y1"], ["y_loop"], "loop", body=body.make())
+
+    # A Scan whose body convolves with the main graph's W_outer.
+    g.init("axes0", np.array([0], dtype=np.int64), TensorProto.INT64)
+    g.node("Unsqueeze", ["y_loop", "axes0"], ["y_seq"], "to_seq")
+    sbody = Graph("scan_body", rng)
+    sbody.input("s_in", FLOAT, shp)
+    sbody.conv("dw_scan_outer_w", "s_in", "W_outer", "s_out", group=C, pads=[1, 1, 1, 1])
+    sbody.output("s_out", FLOAT, shp)
+    g.node("Scan", ["y_seq"], ["y_scan_seq"], "scan_outer", body=sbody.make(),
+           num_scan_inputs=1)
+    g.node("Squeeze", ["y_scan_seq", "axes0"], ["y_scan"], "from_seq")
+
+    # A model-local function whose body holds an If with a depthwise conv in one branch.
+    fthen = Graph("fn_if_then", rng)
+    fthen.dw("dw_fn_if_then", "fx", "ft_out", C, [3, 3])
+    fthen.output("ft_out", FLOAT, shp)
+    felse = Graph("fn_if_else", rng)
+    felse.node("Identity", ["fx"], ["fe_out"], "fn_if_else_id")
+    felse.output("fe_out", FLOAT, shp)
+    fn_nodes = [helper.make_node("If", ["fcond"], ["fy"], name="if_in_fn",
+                                 then_branch=fthen.make(), else_branch=felse.make())]
+    fn = helper.make_function("local.fn", "NestedFn", ["fx", "fcond"], ["fy"], fn_nodes,
+                              [helper.make_opsetid("", 15)])
+    g.node("NestedFn", ["y_scan", "cond"], ["y_fn"], "call_nested", domain="local.fn")
+    g.output("y_fn", FLOAT, shp)
+
+    return dict(
+        file="16_nested_subgraphs.onnx",
+        title="Depthwise convs in nested subgraphs, and a main-graph weight read by a subgraph",
+        situation="dw_main is an ordinary depthwise conv; dw_shared_outer reads W_outer, which "
+                  "the depthwise conv dw_scan_outer_w inside the body of Scan node scan_outer "
+                  "also reads (an outer name); Loop node loop has a body with If node "
+                  "if_in_loop whose then branch holds dw_loop_if_then; the model-local "
+                  "function local.fn.NestedFn holds If node if_in_fn whose then branch holds "
+                  "dw_fn_if_then. IR 8, opset 15.",
+        model=make_model(g.make(), opset=15, ir=8, extra_opsets=[("local.fn", 1)],
+                         functions=[fn]),
+        infer=False,
+        nodes={
+            "dw_main": rw("dw_main.weight"),
+            "dw_shared_outer": skip("W_outer", "scan_outer",
+                                    note="W_outer KEEP: rewriting it would change the conv in "
+                                         "the Scan body too"),
+            "dw_loop_if_then": skip("if_in_loop", "then_branch",
+                                    note="dw_loop_if_then.weight KEEP"),
+            "dw_scan_outer_w": skip("scan_outer", "body", channels=C,
+                                    multiplier=1, kernel=[3, 3], note="W_outer KEEP"),
+            "dw_fn_if_then": skip("NestedFn", "if_in_fn", "function",
+                                  note="dw_fn_if_then.weight KEEP"),
+        },
+        feeds={"N": 1},
+        expect={"D": 2},
+        notes="D = 2: dw_main (rewritten) and dw_shared_outer (skipped); the three convs "
+              "inside subgraphs are reported and never counted, whatever their depth of "
+              "nesting. Messages name the innermost outer node or the function.")
 
 
 # ---------------------------------------------------------------------------------------------
