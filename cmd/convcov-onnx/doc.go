@@ -6,10 +6,13 @@ Everything else in the model is written back byte for byte.
 
 Usage:
 
-	convcov-onnx scan MODEL [flags]         list depthwise convolutions, depth d and σ(d)
-	convcov-onnx init MODEL -o OUT [flags]  rewrite their filters with the closed form
-	convcov-onnx cov --kernel K --sigma S   the closed-form covariance matrix itself
-	convcov-onnx help [COMMAND]             this text, or one command's flags
+	convcov-onnx scan MODEL [flags]                       list depthwise convolutions, depth d and σ(d)
+	convcov-onnx init MODEL -o OUT [flags]                rewrite their filters with the closed form
+	convcov-onnx cov --kernel K --sigma S                 the closed-form covariance matrix itself
+	convcov-onnx harvest MODEL... -o BANK.npz             collect trained filters' covariances
+	convcov-onnx harvest --merge BANK.npz... -o BANK.npz  add banks into one
+	convcov-onnx transfer --bank BANK.npz MODEL -o OUT    rewrite filters from a bank
+	convcov-onnx help [COMMAND]                           this text, or one command's flags
 
 Run "convcov-onnx COMMAND -h" for a command's flags and an example.
 
@@ -31,6 +34,20 @@ preset schedule of the paper:
 
 The paper specifies no rescaling: the centre tap has variance 0.5 for every kernel size,
 several times PyTorch's default depthwise initialization. --scale multiplies the filters.
+
+Covariance transfer, the paper's section 2: harvest keeps, for every depthwise layer of
+each model whose weight is stored, the count, sum and sum of outer products of its filters
+(and the filters) in an .npz bank that numpy.load opens; filters holding NaN or Inf are
+dropped with a warning. Banks made in pieces add up with harvest --merge. transfer gives
+each layer of another model the bank's covariance at its relative depth: linear
+interpolation over depth (--align-corners=false lines up cell centres instead of the first
+and last layers), layers of several models at equal depth averaged first, and square 2-D
+kernels of another size made by mean-padding or clipping each block and interpolating over
+blocks. --with-mean draws with the bank's mean (default zero), --kronecker uses the nearest
+Kronecker square A⊗A, and --direct copies the filters of a model of the same architecture.
+transfer takes init's -o, --in-place, --seed, --scale, --only, --verify and --json; verify
+takes --bank (with --with-mean, --kronecker, --align-corners) to check fidelity against the
+bank's distribution.
 
 Every command that reads a model takes --json and then prints one JSON document with a
 "version" field instead of text. The input file is never modified unless init is given

@@ -34,6 +34,8 @@ func init() {
 		{"init", "rewrite depthwise filters with the closed-form covariance", runInit},
 		{"verify", "prove a rewritten model against its original in ONNX Runtime", runVerify},
 		{"cov", "print or save the closed-form covariance matrix", runCov},
+		{"harvest", "collect trained models' filter covariances into a bank", runHarvest},
+		{"transfer", "rewrite depthwise filters from a bank's covariances", runTransfer},
 	}
 }
 

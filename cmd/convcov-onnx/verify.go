@@ -60,13 +60,17 @@ func (d dimsFlag) Set(s string) error {
 	return nil
 }
 
-// closedFormTarget is the distribution init drew from, for verify's fidelity checks.
-type closedFormTarget struct {
-	src   *inject.ClosedFormSource
+// sourceTarget is the distribution a source gave each layer, times the scale, for verify's
+// fidelity checks: the closed form that init drew from, or a bank that transfer drew from.
+type sourceTarget struct {
+	src   inject.Source
 	scale float64
 }
 
-func (c closedFormTarget) Target(l *graphscan.Layer) ([]float64, []float64, error) {
+// closedFormTarget is the sourceTarget of init's closed form.
+type closedFormTarget = sourceTarget
+
+func (c sourceTarget) Target(l *graphscan.Layer) ([]float64, []float64, error) {
 	d, err := c.src.Distribution(l)
 	if err != nil {
 		return nil, nil, err
@@ -88,8 +92,9 @@ func (c closedFormTarget) Target(l *graphscan.Layer) ([]float64, []float64, erro
 func runVerify(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "verify", "ORIGINAL REWRITTEN [flags]", "convcov-onnx verify model.onnx model_init.onnx --dim batch=4")
 	jsonFlag := fs.Bool("json", false, "print one JSON document instead of text")
-	scaleFlag := fs.Float64("scale", 1, "the --scale that init used")
+	scaleFlag := fs.Float64("scale", 1, "the --scale that init or transfer used")
 	sf := addScheduleFlags(fs)
+	bf := addBankFlags(fs, "the bank transfer drew from: check fidelity against its distribution instead of the closed form")
 	rf := addRuntimeFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -101,22 +106,45 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if !(*scaleFlag > 0) || math.IsInf(*scaleFlag, 0) {
 		return usagef("--scale %g: want a positive finite number", *scaleFlag)
 	}
+	if err := bf.check(fs); err != nil {
+		return err
+	}
 	cf, err := sf.resolve()
 	if err != nil {
 		return err
 	}
-	rep, err := checkRewrite(pos[0], pos[1], closedFormTarget{cf, *scaleFlag}, rf)
+
+	// The target distribution: the closed form, or the bank's.
+	var target verify.Expectation = closedFormTarget{cf, *scaleFlag}
+	heading := closedFormHeading(sf)
+	if *bf.bank != "" {
+		src, err := bf.source(pos[0])
+		if err != nil {
+			return err
+		}
+		target, heading = sourceTarget{src, *scaleFlag}, bf.heading()
+	}
+	rep, err := checkRewrite(pos[0], pos[1], target, rf)
 	if err != nil {
 		return err
 	}
 	if *jsonFlag {
-		if err := printJSON(e.stdout, verifyReportJSON(rep, sf)); err != nil {
+		doc := verifyReportJSON(rep, sf)
+		if *bf.bank != "" {
+			doc.Schedule, doc.Bank = nil, bf.json()
+		}
+		if err := printJSON(e.stdout, doc); err != nil {
 			return err
 		}
 	} else {
-		printVerify(e.stdout, rep, sf)
+		printVerifyAgainst(e.stdout, rep, heading)
 	}
 	return verifyError(rep)
+}
+
+// closedFormHeading names the closed-form target in verify's report.
+func closedFormHeading(sf *scheduleFlags) string {
+	return "the closed form, schedule " + sf.presetDescription
 }
 
 // checkRewrite runs verify's checks of a rewrite.
@@ -137,6 +165,12 @@ func verifyError(rep *verify.Report) error {
 }
 
 func printVerify(w io.Writer, rep *verify.Report, sf *scheduleFlags) {
+	printVerifyAgainst(w, rep, closedFormHeading(sf))
+}
+
+// printVerifyAgainst prints verify's report; target names the distribution of the fidelity
+// checks.
+func printVerifyAgainst(w io.Writer, rep *verify.Report, target string) {
 	s := rep.Structure
 	fmt.Fprintf(w, "verify %s against %s\n", rep.Rewritten, rep.Original)
 	fmt.Fprintf(w, "structure: %d tensors compared; %d depthwise weights rewritten", s.Tensors, len(s.Changed))
@@ -153,7 +187,7 @@ func printVerify(w io.Writer, rep *verify.Report, sf *scheduleFlags) {
 	}
 
 	if len(rep.Layers) > 0 {
-		fmt.Fprintf(w, "fidelity against the closed form, schedule %s:\n", sf.presetDescription)
+		fmt.Fprintf(w, "fidelity against %s:\n", target)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "i\tnode\tfilters\ttaps\tcov err\texpected\tvar ratio\tmax z\tmean z\tresult")
 		for _, lc := range rep.Layers {
@@ -209,7 +243,8 @@ type verifyJSON struct {
 	Original  string           `json:"original"`
 	Rewritten string           `json:"rewritten"`
 	OK        bool             `json:"ok"`
-	Schedule  scheduleJSON     `json:"schedule"`
+	Schedule  *scheduleJSON    `json:"schedule,omitempty"`
+	Bank      *bankTargetJSON  `json:"bank,omitempty"`
 	Structure structureJSON    `json:"structure"`
 	Layers    []layerCheckJSON `json:"layers"`
 	Runtime   string           `json:"runtime,omitempty"`
@@ -256,13 +291,18 @@ type outputJSON struct {
 }
 
 func verifyReportJSON(rep *verify.Report, sf *scheduleFlags) verifyJSON {
+	var sched *scheduleJSON // nil for a bank's distribution
+	if sf != nil {
+		s := sf.json()
+		sched = &s
+	}
 	v := verifyJSON{
 		Version:   reportVersion,
 		Command:   "verify",
 		Original:  rep.Original,
 		Rewritten: rep.Rewritten,
 		OK:        rep.OK(),
-		Schedule:  sf.json(),
+		Schedule:  sched,
 		Runtime:   rep.Runtime,
 		Layers:    []layerCheckJSON{},
 		Outputs:   []outputJSON{},
