@@ -369,3 +369,45 @@ func TestDecodeManyTensors(t *testing.T) {
 		t.Errorf("decoding %d tensors took %v", len(m.Tensors()), d)
 	}
 }
+
+// TestSaveUnwritable saves where no file can be written. Tests run as root here, where a
+// read-only folder is writable, so the folders are ones that no user can write into: a
+// path under a regular file, a missing folder, and a target that is itself a folder. Each
+// save fails naming the target and leaves nothing behind.
+func TestSaveUnwritable(t *testing.T) {
+	t.Parallel()
+	m, err := Load("../testdata/cases/21_single_depthwise.onnx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := m.Tensors()[0]
+	n, _ := Len(x)
+	if err := m.SetValues(x, pattern(int(n))); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "file.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "folder.onnx"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before := treeSums(t, dir)
+	for _, target := range []string{"file.txt/out.onnx", "missing/out.onnx", "folder.onnx"} {
+		err := m.Save(filepath.Join(dir, target))
+		if err == nil {
+			t.Errorf("Save(%s): no error", target)
+			continue
+		}
+		if !strings.Contains(err.Error(), target) {
+			t.Errorf("Save(%s): error %q does not name the target", target, err)
+		}
+	}
+	after := treeSums(t, dir)
+	if len(after) != len(before) {
+		t.Errorf("failed saves left files: got %d files, want %d", len(after), len(before))
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "folder.onnx")); len(entries) > 0 {
+		t.Errorf("a failed save left %s in the target folder", entries[0].Name())
+	}
+}

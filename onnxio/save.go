@@ -196,14 +196,15 @@ func (m *Model) writeData(path string) (*tempFile, []edit, error) {
 			if raw, ok := m.changes[t]; ok && m.ext[t] != nil {
 				ref := m.ext[t]
 				if _, err = tmp.f.WriteAt(raw, base[ref.file]+ref.offset); err != nil {
+					err = fmt.Errorf("onnxio: writing %s: %w", target, err)
 					break
 				}
 			}
 		}
 	}
-	if err != nil {
+	if err != nil { // tmp.write has named the file
 		tmp.discard()
-		return nil, nil, fmt.Errorf("onnxio: writing %s: %w", target, err)
+		return nil, nil, err
 	}
 
 	var edits []edit
