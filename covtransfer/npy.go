@@ -30,6 +30,11 @@ type npyArray struct {
 // maxHeader bounds the header of an .npy entry; numpy's own are a few dozen bytes.
 const maxHeader = 1 << 16
 
+// maxElements bounds one array of a bank (1 GiB of float64), so that a damaged archive that
+// declares a huge entry cannot make Load allocate without limit. The largest array of a real
+// bank, one layer's filters, is far smaller: 10⁵ filters of 49 taps are 5·10⁶ values.
+const maxElements = 1 << 27
+
 // writeNpy writes a in the .npy format, version 1.0, with the header padded to a multiple
 // of 64 bytes as numpy pads it.
 func writeNpy(w io.Writer, a npyArray) error {
@@ -195,10 +200,16 @@ func readNpy(r io.Reader, size uint64, descr string) (npyArray, error) {
 	if n > size/width {
 		return npyArray{}, fmt.Errorf("%w: shape %v is larger than the entry", errEntry, a.shape)
 	}
-	data := make([]byte, n*width)
-	if _, err := io.ReadFull(r, data); err != nil {
+	if n > maxElements {
+		return npyArray{}, fmt.Errorf("%w: shape %v has more than %d elements", errEntry, a.shape, maxElements)
+	}
+	// Read what is there before trusting the size: memory grows with the data, not with
+	// what a damaged header or archive declares.
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(io.LimitReader(r, int64(n*width))); err != nil || uint64(buf.Len()) != n*width {
 		return npyArray{}, fmt.Errorf("%w: data of shape %v is truncated", errEntry, a.shape)
 	}
+	data := buf.Bytes()
 	switch descr {
 	case "<f8":
 		a.f64 = make([]float64, n)

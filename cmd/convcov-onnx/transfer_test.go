@@ -150,6 +150,17 @@ func TestHarvestTransferCommands(t *testing.T) {
 			},
 		},
 
+		{
+			name: "transfer --in-place", args: []string{"transfer", "--bank", "$D/bank.npz", "$D/model.onnx", "--in-place", "--only", "fn.0"},
+			stdout: []string{"rewrote 4 of 4", "model.onnx"}, files: []string{"model.onnx"},
+			check: func(t *testing.T, dir, _ string) {
+				orig := filepath.Join(testutil.RepoRoot(t), "testdata", "models", "convmixer_digits_d64_l4_k9.onnx")
+				checkWholeModel(t, orig, filepath.Join(dir, "model.onnx"), []target{
+					{tensor: "3.0.fn.0.weight"}, {tensor: "4.0.fn.0.weight"}, {tensor: "5.0.fn.0.weight"}, {tensor: "6.0.fn.0.weight"},
+				})
+			},
+		},
+
 		// verify --bank.
 		{
 			name: "verify --bank", args: []string{"verify", "$T/models/fixtures/13a_convmixer_d8_k9.onnx", "$D/o.onnx", "--bank", "$D/bank.npz", "--no-run"},
@@ -220,6 +231,14 @@ func prepare(t *testing.T, dir, name string) {
 		fp16 := filepath.Join(testdata, "cases", "11_fp16_storage.onnx")
 		harvest("half.npz", fp16)
 		harvest("whole.npz", convmixer, fp16)
+	case "transfer --in-place":
+		b, err := os.ReadFile(convmixer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "model.onnx"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	case "an empty bank":
 		harvest("empty.npz", filepath.Join(testdata, "cases", "21b_no_depthwise.onnx"))
 	case "verify --bank", "verify --bank, other options":
