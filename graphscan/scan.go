@@ -181,7 +181,7 @@ func (s *scope) layer(i int, res *Result) (Layer, bool, error) {
 
 	switch {
 	case w != nil && len(w) < 3:
-		return l, false, fmt.Errorf("%w: %snode %s: weight %q has shape %v; a Conv weight needs [M, C/group, k...]",
+		return l, false, fmt.Errorf("%w: %snode %s: weight %q has shape %v; a Conv weight needs [M, C/group, k...]; the model is broken",
 			ErrInvalidGraph, s.in(), lbl, l.Weight, w)
 	case src.exact && slices.ContainsFunc(w, func(d int64) bool { return d <= 0 }):
 		return l, false, fmt.Errorf("%w: %snode %s: weight %q has shape %v; every dim of a Conv weight must be positive; the model is broken",

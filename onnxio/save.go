@@ -35,6 +35,9 @@ const dataAlign = 4096
 // writes into the data files directly).
 func (m *Model) Save(path string) error {
 	inPlace := m.path != "" && sameFile(m.path, path)
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("onnxio: %s is a folder; give the output a file name", path)
+	}
 	if m.HasExternalData() && m.path == "" {
 		return fmt.Errorf("onnxio: %s: the model has external data but was not loaded from a file", path)
 	}
