@@ -178,7 +178,8 @@ func Harvest(source string, m *onnxio.Model, scan *graphscan.Result) (*Bank, *Ha
 			if hl.Reason == "" {
 				hl.Reason = fmt.Sprintf("the source of weight %q is not known", l.Weight)
 			}
-			b.Models[0].NotHarvested = append(b.Models[0].NotHarvested, NotHarvested{Node: l.Label(), Reason: hl.Reason})
+			nh := NotHarvested{Node: l.Label(), Reason: hl.Reason}
+			b.Models[0].NotHarvested = append(b.Models[0].NotHarvested, nh)
 			rep.Layers = append(rep.Layers, hl)
 			continue
 		}
@@ -206,7 +207,8 @@ func harvestLayer(source string, m *onnxio.Model, l *graphscan.Layer, D int) (*E
 	kernel := make([]int, len(l.Kernel))
 	for i, k := range l.Kernel {
 		if k < 1 || k > inject.MaxTaps {
-			return nil, fmt.Errorf("covtransfer: %s: node %s: kernel %v cannot be harvested", source, l.Label(), l.Kernel)
+			return nil, fmt.Errorf("covtransfer: %s: node %s: kernel %v cannot be harvested",
+				source, l.Label(), l.Kernel)
 		}
 		kernel[i] = int(k)
 	}
@@ -293,7 +295,8 @@ func Merge(banks ...*Bank) (*Bank, error) {
 			k, ok := models[m.Source]
 			if !ok {
 				models[m.Source] = len(out.Models)
-				out.Models = append(out.Models, Model{Source: m.Source, Layers: m.Layers, NotHarvested: slices.Clone(m.NotHarvested)})
+				c := Model{Source: m.Source, Layers: m.Layers, NotHarvested: slices.Clone(m.NotHarvested)}
+				out.Models = append(out.Models, c)
 				continue
 			}
 			have := &out.Models[k]
@@ -330,7 +333,8 @@ func Merge(banks ...*Bank) (*Bank, error) {
 
 // add adds the moments and filters of another entry of the same layer.
 func (e *Entry) add(o *Entry) error {
-	if !slices.Equal(e.Kernel, o.Kernel) || e.Index != o.Index || e.Layers != o.Layers || len(o.Sum) != len(e.Sum) || len(o.Outer) != len(e.Outer) {
+	if !slices.Equal(e.Kernel, o.Kernel) || e.Index != o.Index || e.Layers != o.Layers ||
+		len(o.Sum) != len(e.Sum) || len(o.Outer) != len(e.Outer) {
 		return fmt.Errorf("%w: layer %s of %s is layer %d of %d with kernel %s in one bank and layer %d of %d with kernel %s in another",
 			ErrBank, e.Node, e.Source, e.Index, e.Layers, e.KernelString(), o.Index, o.Layers, o.KernelString())
 	}

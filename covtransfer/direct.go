@@ -80,7 +80,8 @@ func Direct(m *onnxio.Model, scan *graphscan.Result, b *Bank, only *regexp.Regex
 	}
 	for k := range scan.Outside {
 		l := &scan.Outside[k]
-		rep.Layers = append(rep.Layers, inject.LayerReport{Layer: l, Action: inject.ActionSkip, Reason: l.Skip, Sigma: math.NaN()})
+		lr := inject.LayerReport{Layer: l, Action: inject.ActionSkip, Reason: l.Skip, Sigma: math.NaN()}
+		rep.Layers = append(rep.Layers, lr)
 	}
 	return rep, entries, nil
 }
@@ -115,11 +116,14 @@ func matchModel(scan *graphscan.Result, b *Bank, bm Model) (map[int]*Entry, stri
 		}
 		switch filters := l.Channels * l.Multiplier; {
 		case !slices.Equal(kernel, e.Kernel):
-			return nil, fmt.Sprintf("layer %d (node %s) has kernel %s, target node %s has %s", l.Index, e.Node, e.KernelString(), l.Label(), kernelString(kernel))
+			return nil, fmt.Sprintf("layer %d (node %s) has kernel %s, target node %s has %s",
+				l.Index, e.Node, e.KernelString(), l.Label(), kernelString(kernel))
 		case int64(e.Count) != filters:
-			return nil, fmt.Sprintf("layer %d (node %s) has %d filters in the bank, target node %s has %d", l.Index, e.Node, e.Count, l.Label(), filters)
+			return nil, fmt.Sprintf("layer %d (node %s) has %d filters in the bank, target node %s has %d",
+				l.Index, e.Node, e.Count, l.Label(), filters)
 		case l.Rewritable() && !e.hasFilters():
-			return nil, fmt.Sprintf("layer %d (node %s): the bank keeps its moments but not its filters", l.Index, e.Node)
+			return nil, fmt.Sprintf("layer %d (node %s): the bank keeps its moments but not its filters",
+				l.Index, e.Node)
 		}
 	}
 	return byIndex, ""

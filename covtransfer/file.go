@@ -75,7 +75,8 @@ type metaLayer struct {
 //
 // The same bank always gives the same bytes.
 func (b *Bank) Write(w io.Writer) error {
-	meta := metaJSON{Format: bankFormat, Version: bankVersion, Layout: bankLayout, Models: []metaModel{}, Layers: []metaLayer{}}
+	meta := metaJSON{Format: bankFormat, Version: bankVersion, Layout: bankLayout,
+		Models: []metaModel{}, Layers: []metaLayer{}}
 	for _, m := range b.Models {
 		mm := metaModel{Source: m.Source, D: m.Layers, NotHarvested: []metaSkip{}}
 		for _, nh := range m.NotHarvested {
@@ -116,7 +117,8 @@ func (b *Bank) Write(w io.Writer) error {
 			err = z.write(fmt.Sprintf("outer_%d", j), npyArray{descr: "<f8", shape: []int{n, n}, f64: e.Outer})
 		}
 		if err == nil && e.Count > 0 && e.hasFilters() {
-			err = z.write(fmt.Sprintf("filters_%d", j), npyArray{descr: "<f8", shape: []int{e.Count, n}, f64: e.Filters})
+			err = z.write(fmt.Sprintf("filters_%d",
+				j), npyArray{descr: "<f8", shape: []int{e.Count, n}, f64: e.Filters})
 		}
 	}
 	if err == nil {
@@ -140,7 +142,8 @@ func (e *Entry) check() error {
 	case e.Count < 0 || e.Dropped < 0:
 		return fmt.Errorf("count %d, dropped %d: need counts >= 0", e.Count, e.Dropped)
 	case len(e.Sum) != n || len(e.Outer) != n*n:
-		return fmt.Errorf("kernel %s has %d taps, but sum has %d values and outer %d", e.KernelString(), n, len(e.Sum), len(e.Outer))
+		return fmt.Errorf("kernel %s has %d taps, but sum has %d values and outer %d",
+			e.KernelString(), n, len(e.Sum), len(e.Outer))
 	case e.Filters != nil && len(e.Filters) != e.Count*n:
 		return fmt.Errorf("%d filter values for %d filters of %d taps", len(e.Filters), e.Count, n)
 	}
@@ -260,7 +263,8 @@ func readBank(z *npzReader) (*Bank, error) {
 			b.Models = append(b.Models, Model{Source: e.Source, Layers: e.Layers})
 		}
 		if b.Models[k].Layers != e.Layers {
-			return nil, fmt.Errorf("layer %d: node %s of %s says D = %d, its model D = %d", j, ml.Node, ml.Source, e.Layers, b.Models[k].Layers)
+			return nil, fmt.Errorf("layer %d: node %s of %s says D = %d, its model D = %d",
+				j, ml.Node, ml.Source, e.Layers, b.Models[k].Layers)
 		}
 		b.Entries = append(b.Entries, e)
 	}

@@ -59,7 +59,8 @@ func InterpolateDepth(covs []*mat.SymDense, dout int, align Align) ([]*mat.SymDe
 	n := covs[0].SymmetricDim()
 	for i, c := range covs {
 		if c.SymmetricDim() != n {
-			return nil, fmt.Errorf("covtransfer: interpolate: layer %d is %d×%d, layer 0 is %d×%d", i, c.SymmetricDim(), c.SymmetricDim(), n, n)
+			return nil, fmt.Errorf("covtransfer: interpolate: layer %d is %d×%d, layer 0 is %d×%d",
+				i, c.SymmetricDim(), c.SymmetricDim(), n, n)
 		}
 	}
 	out := make([]*mat.SymDense, dout)
@@ -166,7 +167,8 @@ func ResizeKernel(r mat.Matrix, k, kt int, align Align) (*mat.Dense, error) {
 		return nil, err
 	}
 	if kt < 1 || kt*kt > maxResizeTaps {
-		return nil, fmt.Errorf("covtransfer: resize to %dx%d: need a size from 1 to %d", kt, kt, int(math.Sqrt(maxResizeTaps)))
+		return nil, fmt.Errorf("covtransfer: resize to %dx%d: need a size from 1 to %d",
+			kt, kt, int(math.Sqrt(maxResizeTaps)))
 	}
 	padded := padBlocks(r, k, kt)
 	out := mat.NewDense(kt*kt, kt*kt, nil)
@@ -297,7 +299,8 @@ func checkSquare(r mat.Matrix, k int) error {
 	}
 	rows, cols := r.Dims()
 	if k < 1 || k > 64 || rows != k*k || cols != k*k {
-		return fmt.Errorf("covtransfer: matrix is %d×%d: need the %d×%d covariance of %dx%d filters (k from 1 to 64)", rows, cols, k*k, k*k, k, k)
+		return fmt.Errorf("covtransfer: matrix is %d×%d: need the %d×%d covariance of %dx%d filters (k from 1 to 64)",
+			rows, cols, k*k, k*k, k, k)
 	}
 	for i := range rows {
 		for j := range cols {

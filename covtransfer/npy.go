@@ -264,7 +264,8 @@ func parseHeader(h string) (npyArray, error) {
 			case strings.HasPrefix(rest, "False"):
 				rest = rest[len("False"):]
 			case strings.HasPrefix(rest, "True"):
-				return npyArray{}, fmt.Errorf("%w: Fortran-order arrays are not read; save with numpy.ascontiguousarray", errEntry)
+				return npyArray{}, fmt.Errorf("%w: Fortran-order arrays are not read; save with numpy.ascontiguousarray",
+					errEntry)
 			default:
 				return npyArray{}, bad
 			}

@@ -226,10 +226,12 @@ func (s *Source) Covariance(l *graphscan.Layer) (mat.Matrix, []float64, string, 
 // entry computes, once, what the source gives layer l.
 func (s *Source) entry(l *graphscan.Layer) (*distEntry, error) {
 	if l.Index < 1 || len(l.Kernel) == 0 {
-		return nil, fmt.Errorf("covtransfer: node %s: not a depthwise layer of the main graph with a known kernel", l.Label())
+		return nil, fmt.Errorf("covtransfer: node %s: not a depthwise layer of the main graph with a known kernel",
+			l.Label())
 	}
 	if s.opts.Align == AlignCentres && l.Index > s.opts.Layers {
-		return nil, fmt.Errorf("covtransfer: node %s: layer %d of a model said to have %d depthwise layers", l.Label(), l.Index, s.opts.Layers)
+		return nil, fmt.Errorf("covtransfer: node %s: layer %d of a model said to have %d depthwise layers",
+			l.Label(), l.Index, s.opts.Layers)
 	}
 	kernel := make([]int, len(l.Kernel))
 	for i, k := range l.Kernel {

@@ -72,7 +72,8 @@ func runHarvest(ctx context.Context, e *env, args []string) error {
 	}
 
 	// Harvest each model, or read each bank, then add them up.
-	doc := harvestJSON{Version: reportVersion, Command: "harvest", Output: *outFlag, Models: []harvestModelJSON{}, Warnings: []string{}}
+	doc := harvestJSON{Version: reportVersion, Command: "harvest", Output: *outFlag,
+		Models: []harvestModelJSON{}, Warnings: []string{}}
 	var banks []*covtransfer.Bank
 	for _, p := range pos {
 		if *mergeFlag {
@@ -154,8 +155,8 @@ func harvestModel(path string) (*covtransfer.Bank, harvestModelJSON, []string, e
 			action = actionHarvest
 			mj.Harvested++
 		}
-		row := harvestLayerJSON{layerJSON: layerRow(m, hl.Layer, action, hl.Reason, math.NaN(), hl.Filters), Dropped: hl.Dropped}
-		mj.Layers = append(mj.Layers, row)
+		row := layerRow(m, hl.Layer, action, hl.Reason, math.NaN(), hl.Filters)
+		mj.Layers = append(mj.Layers, harvestLayerJSON{layerJSON: row, Dropped: hl.Dropped})
 	}
 	return b, mj, rep.Warnings, nil
 }
@@ -167,7 +168,8 @@ func harvestSummary(mj harvestModelJSON) string {
 	case 1:
 		return fmt.Sprintf("1 depthwise convolution in the main graph (D = 1); %d harvested", mj.Harvested)
 	}
-	return fmt.Sprintf("%d depthwise convolutions in the main graph (D = %d); %d harvested", mj.Depthwise, mj.Depthwise, mj.Harvested)
+	return fmt.Sprintf("%d depthwise convolutions in the main graph (D = %d); %d harvested",
+		mj.Depthwise, mj.Depthwise, mj.Harvested)
 }
 
 // bankSummary describes a bank in one line.
@@ -199,7 +201,8 @@ func printHarvestLayers(w io.Writer, rows []harvestLayerJSON) {
 		if r.Action == actionHarvest {
 			filters = strconv.Itoa(r.Filters)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i, d, r.Channels, r.Multiplier, kernelString(r.Kernel),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			i, d, r.Channels, r.Multiplier, kernelString(r.Kernel),
 			cmpOr(r.DType, "-"), filters, r.Action, r.Node, weightString(r.layerJSON))
 	}
 	tw.Flush()

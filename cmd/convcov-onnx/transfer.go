@@ -323,7 +323,8 @@ func runTransfer(ctx context.Context, e *env, args []string) error {
 	if rep.Rewritten == 0 {
 		fmt.Fprintf(e.stdout, "rewrote 0 depthwise convolutions; wrote %s unchanged\n", written)
 	} else {
-		fmt.Fprintf(e.stdout, "rewrote %d of %d depthwise convolutions; wrote %s\n", rep.Rewritten, len(res.Layers), written)
+		fmt.Fprintf(e.stdout, "rewrote %d of %d depthwise convolutions; wrote %s\n",
+			rep.Rewritten, len(res.Layers), written)
 	}
 	if vrep == nil {
 		return nil
@@ -350,7 +351,8 @@ func printTransferLayers(w io.Writer, rows []transferLayerJSON) {
 		if r.Index != nil {
 			i, d = strconv.Itoa(*r.Index), strconv.FormatFloat(*r.Depth, 'f', 3, 64)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", i, d, r.Channels, r.Multiplier, kernelString(r.Kernel),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			i, d, r.Channels, r.Multiplier, kernelString(r.Kernel),
 			cmpOr(r.DType, "-"), r.Action, r.Node, weightString(r.layerJSON), cmpOr(r.From, "-"))
 	}
 	tw.Flush()
