@@ -64,6 +64,36 @@ func TestScanHostile(t *testing.T) {
 			refuse: []string{`"dw"`, `"w"`, "positive"}, is: graphscan.ErrInvalidGraph,
 		},
 		{
+			name: "node output that is an initializer",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					node("r", "Relu", []string{"x"}, []string{"w"}),
+					dwConv("dw", "x", "w", "y", 8),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{`"r"`, `"w"`, "initializer"}, is: graphscan.ErrInvalidGraph,
+		},
+		{
+			name: "two producers inside a subgraph",
+			graph: &onnxpb.GraphProto{
+				Node: []*onnxpb.NodeProto{
+					dwConv("dw", "x", "w", "h", 8),
+					node("if", "If", []string{"x"}, []string{"y"}, &onnxpb.AttributeProto{
+						Name: proto.String("then_branch"), Type: onnxpb.AttributeProto_GRAPH.Enum(),
+						G: &onnxpb.GraphProto{Node: []*onnxpb.NodeProto{
+							node("b1", "Relu", []string{"h"}, []string{"t"}),
+							node("b2", "Relu", []string{"h"}, []string{"t"}),
+						}},
+					}),
+				},
+				Initializer: []*onnxpb.TensorProto{weight("w", 8, 1, 3, 3)},
+				Input:       []*onnxpb.ValueInfoProto{x},
+			},
+			refuse: []string{`"b1"`, `"b2"`, `"t"`, "then_branch", `"if"`}, is: graphscan.ErrInvalidGraph,
+		},
+		{
 			name: "raw_data shorter than the dims",
 			graph: &onnxpb.GraphProto{
 				Node:        []*onnxpb.NodeProto{dwConv("dw", "x", "w", "y", 8)},

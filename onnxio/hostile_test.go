@@ -277,6 +277,9 @@ func TestExternalRefusedBeforeRead(t *testing.T) {
 		{"offset and length past the end", nil, []string{"location", "w.bin", "offset", "60", "length", "16"}, "past the end"},
 		{"length given twice", nil, []string{"location", "w.bin", "length", "16", "length", "16"}, "twice"},
 		{"location given twice", nil, []string{"location", "w.bin", "location", "w.bin"}, "twice"},
+		{"NUL in the location", nil, []string{"location", "w.bin\x00.txt"}, "NUL"},
+		{"offset that is not a number", nil, []string{"location", "w.bin", "offset", "0x10"}, `offset "0x10"`},
+		{"length that is not a number", nil, []string{"location", "w.bin", "length", "sixteen"}, `length "sixteen"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
