@@ -10,7 +10,8 @@ import (
 
 // addSeeds adds the small models of testdata to a fuzz corpus.
 func addSeeds(f *testing.F) {
-	for _, pattern := range []string{"../testdata/cases/*.onnx", "../testdata/models/fixtures/*.onnx", "../testdata/models/debian/*/model.onnx"} {
+	for _, pattern := range []string{"../testdata/cases/*.onnx", "../testdata/models/fixtures/*.onnx",
+		"../testdata/models/fixtures/*/*.onnx", "../testdata/models/debian/*/model.onnx"} {
 		files, _ := filepath.Glob(pattern)
 		for _, file := range files {
 			if b, err := os.ReadFile(file); err == nil && len(b) <= 64<<10 {
@@ -21,8 +22,8 @@ func addSeeds(f *testing.F) {
 }
 
 // FuzzDecode feeds arbitrary bytes to the decoder. Whatever it accepts must write back
-// byte for byte, and every float tensor must either decode or fail cleanly, and survive a
-// rewrite with its own values.
+// byte for byte, and every float tensor must either decode or fail cleanly, agree with
+// Check, hold as many values as its dims say, and survive a rewrite with its own values.
 func FuzzDecode(f *testing.F) {
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -35,9 +36,19 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("an unchanged model does not write back byte for byte")
 		}
 		for _, tensor := range m.Tensors() {
+			checkErr := m.Check(tensor)
 			v, err := m.Values(tensor)
+			if checkErr == nil && err != nil && m.Storage(tensor) != "external" {
+				t.Fatalf("tensor %q passes Check, but Values fails: %v", tensor.GetName(), err)
+			}
 			if err != nil {
 				continue
+			}
+			if checkErr != nil {
+				t.Fatalf("tensor %q fails Check (%v), but Values reads it", tensor.GetName(), checkErr)
+			}
+			if n, _ := Len(tensor); int64(len(v)) != n {
+				t.Fatalf("tensor %q: %d values for %d elements", tensor.GetName(), len(v), n)
 			}
 			if err := m.SetValues(tensor, v); err != nil {
 				t.Fatalf("SetValues with the tensor's own values: %v", err)
