@@ -46,6 +46,12 @@ type Model struct {
 // location that is absolute, has a ".." component, leads through a symbolic link out of the
 // folder, names a missing file, or has an offset and length past the file's end is refused.
 func Load(path string) (*Model, error) {
+	// A device or a pipe could be read forever: only regular files are models.
+	if fi, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %s, not a model file; give the path of an .onnx file", path, fileKind(fi.Mode()))
+	}
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -58,6 +64,21 @@ func Load(path string) (*Model, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return m, nil
+}
+
+// fileKind names a kind of file that is not a regular one, for messages.
+func fileKind(mode os.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "a folder"
+	case mode&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case mode&os.ModeSocket != 0:
+		return "a socket"
+	case mode&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "not a regular file"
 }
 
 // Decode decodes an ONNX model from memory. A model decoded this way cannot read external

@@ -153,6 +153,8 @@ func TestHostileInputs(t *testing.T) {
 		// Not a model.
 		{name: "scan an empty file", setup: model(""), args: []string{"scan", "$D/m.onnx"},
 			code: 1, stderr: []string{"m.onnx", "empty", "export or copy it again"}},
+		{name: "scan a folder", setup: model(good), args: []string{"scan", "$D/"},
+			code: 1, stderr: []string{"is a folder", ".onnx file"}},
 		{name: "init an empty file", setup: model(""), args: []string{"init", "$D/m.onnx", "-o", "$D/out.onnx"},
 			code: 1, stderr: []string{"m.onnx", "empty"}},
 		{name: "init a text file", setup: model("# A model\n\nThis file is not one.\n"), args: []string{"init", "$D/m.onnx", "-o", "$D/out.onnx"},
