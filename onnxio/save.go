@@ -33,7 +33,10 @@ const dataAlign = 4096
 // Files are written to a temporary name in the target folder and renamed into place, so a
 // failed save leaves no partial file (except that an in-place patch of external data
 // writes into the data files directly).
-func (m *Model) Save(path string) error {
+func (m *Model) Save(path string) error { return m.save(path, nil) }
+
+// save is Save, counting the bytes it writes in prog when prog is not nil.
+func (m *Model) save(path string, prog *progress) error {
 	inPlace := m.path != "" && sameFile(m.path, path)
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return fmt.Errorf("onnxio: %s is a folder; give the output a file name", path)
@@ -52,16 +55,17 @@ func (m *Model) Save(path string) error {
 	var data *tempFile
 	if m.HasExternalData() {
 		if inPlace {
-			if err := m.patchExternal(); err != nil {
+			if err := m.patchExternal(prog); err != nil {
 				return err
 			}
 			if len(edits) == 0 {
+				prog.finish()
 				return nil
 			}
 		} else {
 			var extEdits []edit
 			var err error
-			data, extEdits, err = m.writeData(path)
+			data, extEdits, err = m.writeData(path, prog)
 			if err != nil {
 				return err
 			}
@@ -79,6 +83,7 @@ func (m *Model) Save(path string) error {
 	if err != nil {
 		return err
 	}
+	out.prog = prog
 	defer out.discard()
 	if err := out.write(s.writeTo); err != nil {
 		return err
@@ -94,6 +99,7 @@ func (m *Model) Save(path string) error {
 		}
 		return err
 	}
+	prog.finish()
 	return nil
 }
 
@@ -124,7 +130,7 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // patchExternal writes the changed external tensors into their data files in place.
-func (m *Model) patchExternal() error {
+func (m *Model) patchExternal(prog *progress) error {
 	for _, t := range m.order {
 		raw, ok := m.changes[t]
 		ref := m.ext[t]
@@ -142,6 +148,7 @@ func (m *Model) patchExternal() error {
 		if err != nil {
 			return fmt.Errorf("onnxio: tensor %q: writing %s: %w", t.GetName(), ref.file, err)
 		}
+		prog.add(int64(len(raw)))
 	}
 	return nil
 }
@@ -149,7 +156,7 @@ func (m *Model) patchExternal() error {
 // writeData writes the data file of a model saved at path: each source data file in turn,
 // at an aligned offset, with the changed tensors patched in. It returns the edits that point
 // the model's external tensors at the new file.
-func (m *Model) writeData(path string) (*tempFile, []edit, error) {
+func (m *Model) writeData(path string, prog *progress) (*tempFile, []edit, error) {
 	name := DataFileName(path)
 	target := filepath.Join(filepath.Dir(path), name)
 	base := map[string]int64{}
@@ -171,6 +178,7 @@ func (m *Model) writeData(path string) (*tempFile, []edit, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	tmp.prog = prog
 	err = tmp.write(func(w io.Writer) error {
 		var at int64
 		for _, file := range files {
@@ -260,6 +268,7 @@ type tempFile struct {
 	f      *os.File
 	target string
 	done   bool
+	prog   *progress // counts the bytes written, when not nil
 }
 
 // createTemp opens a temporary file in target's folder, with the permissions of like (the
@@ -283,7 +292,7 @@ func createTemp(target, like string) (*tempFile, error) {
 
 // write streams the content through a buffer into the file.
 func (t *tempFile) write(content func(io.Writer) error) error {
-	bw := bufio.NewWriterSize(t.f, 1<<20)
+	bw := bufio.NewWriterSize(t.prog.writer(t.f), 1<<20)
 	if err := content(bw); err != nil {
 		return fmt.Errorf("onnxio: writing %s: %w", t.target, err)
 	}
