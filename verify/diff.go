@@ -163,7 +163,7 @@ func (d *differ) tensor(path string, ta, tb *onnxpb.TensorProto) map[protoreflec
 	case (ra == nil) != (rb == nil):
 		d.add(path, "data moved between raw_data and a typed field")
 	case ra != nil && !bytes.Equal(ra, rb):
-		d.add(path+" (data)", "%d bytes differ; only the depthwise weights may change", countDiff(ra, rb))
+		d.add(path+" (data)", "%d of %d bytes differ; only the depthwise weights may change", countDiff(ra, rb), max(len(ra), len(rb)))
 	}
 	if ra != nil || rb != nil {
 		skip["raw_data"] = true

@@ -20,7 +20,8 @@ import (
 // and each is converted to the element type the model declares for it; a missing or unknown
 // input is an error. When ONNX Runtime cannot load or run the model (an operator without a
 // kernel, such as Conv on float64 for the CPU), the error names the file and carries ONNX
-// Runtime's message.
+// Runtime's message. Run reads the model's inputs and outputs with onnxio.Load, which holds
+// about one copy of the file while it does; Check reuses the models it has read instead.
 func (r *Runtime) Run(path string, inputs []Tensor) ([]Tensor, error) {
 	sig, err := readSignature(path)
 	if err != nil {
