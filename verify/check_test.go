@@ -139,7 +139,8 @@ func TestCheckRealModels(t *testing.T) {
 					t.Errorf("output %q: %+v, want OK", d.Name, d)
 				}
 			}
-			t.Logf("%d layers rewritten (%d with z scores), %d outputs", len(rep.Structure.Changed), judged, len(rep.Outputs))
+			t.Logf("%d layers rewritten (%d with z scores), %d outputs",
+				len(rep.Structure.Changed), judged, len(rep.Outputs))
 		})
 	}
 }
@@ -176,6 +177,7 @@ func TestCheckFailures(t *testing.T) {
 	mobilenet := casesDir + "/01_mobilenet_baseline.onnx"
 	convmixer := modelsDir + "/convmixer_digits_d64_l4_k9.onnx"
 	const dw = "4.0.fn.0.weight" // layer 2 of 4: 64 filters 9x9 at σ = 0.29
+	const mismatch = `node /4/4.0/fn/fn.0/Conv: weight "4.0.fn.0.weight" does not follow the target distribution`
 	tests := []struct {
 		name     string
 		model    string
@@ -193,7 +195,7 @@ func TestCheckFailures(t *testing.T) {
 		{
 			name: "depthwise filters all zero", model: convmixer, tensor: dw,
 			edit:     func(v []float64, _ *rand.Rand) { clear(v) },
-			problems: []string{`node /4/4.0/fn/fn.0/Conv: weight "4.0.fn.0.weight" does not follow the target distribution`},
+			problems: []string{mismatch},
 			outputs:  true,
 		},
 		{
@@ -204,13 +206,13 @@ func TestCheckFailures(t *testing.T) {
 					v[i] = (2*rng.Float64() - 1) / 9
 				}
 			},
-			problems: []string{`node /4/4.0/fn/fn.0/Conv: weight "4.0.fn.0.weight" does not follow the target distribution`},
+			problems: []string{mismatch},
 			outputs:  true,
 		},
 		{
 			name: "depthwise filters NaN", model: convmixer, tensor: dw,
 			edit: func(v []float64, _ *rand.Rand) { v[5] = math.NaN() },
-			problems: []string{`weight "4.0.fn.0.weight" does not follow the target distribution: filters hold NaN or Inf`,
+			problems: []string{mismatch + ": filters hold NaN or Inf",
 				`output "logits" of the rewritten model holds NaN or Inf`},
 			outputs: true,
 		},
@@ -219,7 +221,8 @@ func TestCheckFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			out := breakRewrite(t, tt.model, tt.tensor, tt.edit)
-			rep, err := Check(tt.model, out, CheckOptions{Run: true, Expectation: closedFormExpectation{closedForm(t)}})
+			opts := CheckOptions{Run: true, Expectation: closedFormExpectation{closedForm(t)}}
+			rep, err := Check(tt.model, out, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -262,7 +265,8 @@ func TestCheckCannotRun(t *testing.T) {
 		}
 	}
 	if len(rep.Structure.Differences) != 0 || len(rep.Structure.Changed) != 2 {
-		t.Errorf("structure: differences %v, %d changed; want none and 2", rep.Structure.Differences, len(rep.Structure.Changed))
+		t.Errorf("structure: differences %v, %d changed; want none and 2",
+			rep.Structure.Differences, len(rep.Structure.Changed))
 	}
 	if got := testutil.SHA256(t, out); got != sum {
 		t.Errorf("the rewritten file changed during Check")
@@ -307,9 +311,18 @@ func TestCheckErrors(t *testing.T) {
 		wantErr             string
 		malformed           bool // wraps onnxio.ErrMalformed
 	}{
-		{name: "original missing", original: filepath.Join(dir, "nope.onnx"), rewritten: model, wantErr: "nope.onnx"},
-		{name: "rewritten missing", original: model, rewritten: filepath.Join(dir, "gone.onnx"), wantErr: "gone.onnx"},
-		{name: "rewritten not a model", original: model, rewritten: text, wantErr: "text.onnx", malformed: true},
+		{
+			name: "original missing", original: filepath.Join(dir, "nope.onnx"), rewritten: model,
+			wantErr: "nope.onnx",
+		},
+		{
+			name: "rewritten missing", original: model, rewritten: filepath.Join(dir, "gone.onnx"),
+			wantErr: "gone.onnx",
+		},
+		{
+			name: "rewritten not a model", original: model, rewritten: text,
+			wantErr: "text.onnx", malformed: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -138,7 +138,8 @@ func TestDiffClean(t *testing.T) {
 			t.Parallel()
 			s := diffFiles(t, tt.model, tt.model)
 			if len(s.Differences) != 0 || s.More != 0 || len(s.Changed) != 0 {
-				t.Errorf("against itself: differences %v (+%d), changed %q; want none", s.Differences, s.More, paths(s.Changed))
+				t.Errorf("against itself: differences %v (+%d), changed %q; want none",
+					s.Differences, s.More, paths(s.Changed))
 			}
 			if s.Tensors == 0 {
 				t.Errorf("against itself: %d tensors compared, want some", s.Tensors)
@@ -188,7 +189,8 @@ func TestDiffExternalData(t *testing.T) {
 			if len(s.Differences) != 0 || s.More != 0 {
 				t.Errorf("differences %v (+%d), want none", s.Differences, s.More)
 			}
-			if got := paths(s.Changed); !slices.Equal(got, []string{`model.graph.initializer["W_dw1"]`, `model.graph.initializer["W_dw2"]`}) {
+			want := []string{`model.graph.initializer["W_dw1"]`, `model.graph.initializer["W_dw2"]`}
+			if got := paths(s.Changed); !slices.Equal(got, want) {
 				t.Errorf("changed %q, want W_dw1 and W_dw2", got)
 			}
 
@@ -213,9 +215,9 @@ func TestDiffExternalData(t *testing.T) {
 				t.Fatal(err)
 			}
 			s = diffFiles(t, model, broken)
-			want := `model.graph.initializer["W_pw"] (data)`
-			if len(s.Differences) != 1 || s.Differences[0].Path != want {
-				t.Errorf("W_pw changed: differences %v, want one at %s", s.Differences, want)
+			wantPath := `model.graph.initializer["W_pw"] (data)`
+			if len(s.Differences) != 1 || s.Differences[0].Path != wantPath {
+				t.Errorf("W_pw changed: differences %v, want one at %s", s.Differences, wantPath)
 			}
 		})
 	}
@@ -406,7 +408,8 @@ func TestDiffStructure(t *testing.T) {
 		{
 			name: "graph input shape",
 			edit: func(mp *onnxpb.ModelProto) {
-				mp.Graph.Input[0].Type.GetTensorType().Shape.Dim[2].Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: 64}
+				dim := mp.Graph.Input[0].Type.GetTensorType().Shape.Dim[2]
+				dim.Value = &onnxpb.TensorShapeProto_Dimension_DimValue{DimValue: 64}
 			},
 			wantPath: `model.graph.input["input"].type.tensor_type.shape.dim[2].dim_value`,
 		},

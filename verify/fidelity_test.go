@@ -60,18 +60,20 @@ var uniformGaps = map[fidelityGap]bool{
 
 // checkRate fails t when rate is below 0.99, unless g is a known gap, which it logs; a known
 // gap that meets the requirement fails, so that its entry goes.
-func checkRate(t *testing.T, g fidelityGap, gaps map[fidelityGap]bool, what string, hits, trials int, detail string) {
+func checkRate(t *testing.T, g fidelityGap, gaps map[fidelityGap]bool, what string, hits, trials int,
+	detail string) {
 	t.Helper()
 	rate := float64(hits) / float64(trials)
+	result := fmt.Sprintf("%s in %d of %d trials (%.1f%%)", what, hits, trials, 100*rate)
 	switch {
 	case gaps[g] && rate < 0.99:
-		t.Logf("known gap: %s in %d of %d trials (%.1f%%), want >= 99%%", what, hits, trials, 100*rate)
+		t.Logf("known gap: %s, want >= 99%%", result)
 	case gaps[g]:
-		t.Errorf("%s in %d of %d trials (%.1f%%): the gap is closed, remove %+v from its list", what, hits, trials, 100*rate, g)
+		t.Errorf("%s: the gap is closed, remove %+v from its list", result, g)
 	case rate < 0.99:
-		t.Errorf("%s in %d of %d trials (%.1f%%), want >= 99%%%s", what, hits, trials, 100*rate, detail)
+		t.Errorf("%s, want >= 99%%%s", result, detail)
 	default:
-		t.Logf("%s in %d of %d trials (%.1f%%)", what, hits, trials, 100*rate)
+		t.Log(result)
 	}
 }
 
@@ -105,20 +107,34 @@ func kernelName(kernel []int) string {
 	return strings.Join(s, "x")
 }
 
-// forEachSetting runs f as a parallel subtest for every kernel, σ and count, with the
-// setting's target and a seed stream of its own.
-func forEachSetting(t *testing.T, counts []int, f func(t *testing.T, g fidelityGap, k int, p *inject.Projection, cov []float64, stream uint64)) {
+// fidelitySetting is one kernel, σ and filter count, with its target.
+type fidelitySetting struct {
+	fidelityGap
+	k, n   int // the kernel's side, and its taps
+	p      *inject.Projection
+	cov    []float64
+	stream uint64 // the setting's own seed stream
+}
+
+// forEachSetting runs f as a parallel subtest for every kernel, σ and count.
+func forEachSetting(t *testing.T, counts []int, f func(t *testing.T, s fidelitySetting)) {
 	stream := uint64(0)
 	for _, kernel := range fidelityKernels {
 		for _, sigma := range fidelitySigmas[kernel[0]] {
 			p, cov := fidelityTarget(t, kernel, sigma)
 			for _, count := range counts {
-				g := fidelityGap{kernelName(kernel), fmt.Sprint(sigma), count}
 				stream++
-				s := stream
-				t.Run(fmt.Sprintf("%s/σ=%s/H=%d", g.kernel, g.sigma, count), func(t *testing.T) {
+				s := fidelitySetting{
+					fidelityGap: fidelityGap{kernelName(kernel), fmt.Sprint(sigma), count},
+					k:           kernel[0],
+					n:           kernel[0] * kernel[1],
+					p:           p,
+					cov:         cov,
+					stream:      stream,
+				}
+				t.Run(fmt.Sprintf("%s/σ=%s/H=%d", s.kernel, s.sigma, count), func(t *testing.T) {
 					t.Parallel()
-					f(t, g, kernel[0], p, cov, s)
+					f(t, s)
 				})
 			}
 		}
@@ -129,28 +145,27 @@ func forEachSetting(t *testing.T, counts []int, f func(t *testing.T, g fidelityG
 // most 1% of the trials of each setting.
 func TestFidelityTargetDraws(t *testing.T) {
 	t.Parallel()
-	forEachSetting(t, fidelityCounts, func(t *testing.T, g fidelityGap, _ int, p *inject.Projection, cov []float64, stream uint64) {
-		n := int(math.Sqrt(float64(len(cov))))
-		filters := make([]float64, g.count*n)
+	forEachSetting(t, fidelityCounts, func(t *testing.T, s fidelitySetting) {
+		filters := make([]float64, s.count*s.n)
 		var alarms []string
 		for trial := range fidelityTrials {
-			rng := rand.New(rand.NewPCG(uint64(trial), stream))
-			if err := p.Sample(filters, g.count, nil, rng); err != nil {
+			rng := rand.New(rand.NewPCG(uint64(trial), s.stream))
+			if err := s.p.Sample(filters, s.count, nil, rng); err != nil {
 				t.Fatal(err)
 			}
-			f, err := CheckFidelity(filters, g.count, cov, nil)
+			f, err := CheckFidelity(filters, s.count, s.cov, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if f.Filters != g.count || f.Taps != n {
-				t.Fatalf("Filters, Taps = %d, %d, want %d, %d", f.Filters, f.Taps, g.count, n)
+			if f.Filters != s.count || f.Taps != s.n {
+				t.Fatalf("Filters, Taps = %d, %d, want %d, %d", f.Filters, f.Taps, s.count, s.n)
 			}
 			if !f.OK {
 				alarms = append(alarms, fmt.Sprintf("trial %d: %s", trial, f.Problem))
 			}
 		}
-		checkRate(t, g, falseAlarmGaps, "filters drawn from the target passed", fidelityTrials-len(alarms), fidelityTrials,
-			":\n"+strings.Join(alarms, "\n"))
+		checkRate(t, s.fidelityGap, falseAlarmGaps, "filters drawn from the target passed",
+			fidelityTrials-len(alarms), fidelityTrials, ":\n"+strings.Join(alarms, "\n"))
 	})
 }
 
@@ -159,10 +174,9 @@ func TestFidelityTargetDraws(t *testing.T) {
 // Fewer filters are not required to tell these apart.
 func TestFidelityDetectsWrongFilters(t *testing.T) {
 	t.Parallel()
-	forEachSetting(t, fidelityCounts[1:], func(t *testing.T, g fidelityGap, k int, _ *inject.Projection, cov []float64, stream uint64) {
-		n := int(math.Sqrt(float64(len(cov))))
-		filters := make([]float64, g.count*n)
-		f, err := CheckFidelity(filters, g.count, cov, nil)
+	forEachSetting(t, fidelityCounts[1:], func(t *testing.T, s fidelitySetting) {
+		filters := make([]float64, s.count*s.n)
+		f, err := CheckFidelity(filters, s.count, s.cov, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,11 +186,11 @@ func TestFidelityDetectsWrongFilters(t *testing.T) {
 
 		flagged := 0
 		for trial := range uniformTrials {
-			rng := rand.New(rand.NewPCG(uint64(trial), stream))
+			rng := rand.New(rand.NewPCG(uint64(trial), s.stream))
 			for i := range filters {
-				filters[i] = (2*rng.Float64() - 1) / float64(k)
+				filters[i] = (2*rng.Float64() - 1) / float64(s.k)
 			}
-			f, err := CheckFidelity(filters, g.count, cov, nil)
+			f, err := CheckFidelity(filters, s.count, s.cov, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -184,7 +198,8 @@ func TestFidelityDetectsWrongFilters(t *testing.T) {
 				flagged++
 			}
 		}
-		checkRate(t, g, uniformGaps, fmt.Sprintf("uniform noise U(-1/%d, 1/%d) flagged", k, k), flagged, uniformTrials, "")
+		what := fmt.Sprintf("uniform noise U(-1/%d, 1/%d) flagged", s.k, s.k)
+		checkRate(t, s.fidelityGap, uniformGaps, what, flagged, uniformTrials, "")
 	})
 }
 
@@ -207,7 +222,8 @@ func TestFidelityMean(t *testing.T) {
 	}
 	f, err = CheckFidelity(filters, count, cov, nil)
 	if err != nil || f.OK || !strings.Contains(f.Problem, "mean") {
-		t.Errorf("filters drawn with a mean, checked against zero: %+v, %v; want a problem with the mean", f, err)
+		t.Errorf("filters drawn with a mean, checked against zero: %+v, %v; want a problem with "+
+			"the mean", f, err)
 	}
 }
 
@@ -225,7 +241,8 @@ func TestFidelityNotFinite(t *testing.T) {
 			t.Fatal(err)
 		}
 		if f.OK || !strings.Contains(f.Problem, "NaN or Inf") {
-			t.Errorf("filters holding %v: OK = %v, problem %q; want flagged as NaN or Inf", bad, f.OK, f.Problem)
+			t.Errorf("filters holding %v: OK = %v, problem %q; want flagged as NaN or Inf",
+				bad, f.OK, f.Problem)
 		}
 	}
 	f, err := CheckFidelity([]float64{math.NaN()}, 1, []float64{1}, nil)
@@ -244,7 +261,7 @@ func TestFidelityTooFewFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !f.OK || f.Problem != "" || f.Filters != 3 {
-		t.Errorf("3 zero filters: %+v; want OK with no problem, since 3 filters cannot be judged", f)
+		t.Errorf("3 zero filters: %+v; want OK with no problem: 3 filters cannot be judged", f)
 	}
 }
 
@@ -265,12 +282,30 @@ func TestFidelityErrors(t *testing.T) {
 		mean    []float64
 		wantErr string
 	}{
-		{name: "no filters", filters: make([]float64, 9), count: 0, cov: eye(9), wantErr: "do not make 0 filters"},
-		{name: "negative count", filters: make([]float64, 9), count: -1, cov: eye(9), wantErr: "do not make -1 filters"},
-		{name: "values do not divide", filters: make([]float64, 10), count: 3, cov: eye(3), wantErr: "10 values do not make 3 filters"},
-		{name: "covariance of another kernel", filters: make([]float64, 8*9), count: 8, cov: eye(3), wantErr: "9 covariance entries for filters of 9 taps"},
-		{name: "mean of another kernel", filters: make([]float64, 8*9), count: 8, cov: eye(9), mean: make([]float64, 4), wantErr: "filters of 9 taps"},
-		{name: "zero covariance", filters: make([]float64, 8*9), count: 8, cov: make([]float64, 81), wantErr: "covariance is zero"},
+		{
+			name: "no filters", filters: make([]float64, 9), count: 0, cov: eye(9),
+			wantErr: "do not make 0 filters",
+		},
+		{
+			name: "negative count", filters: make([]float64, 9), count: -1, cov: eye(9),
+			wantErr: "do not make -1 filters",
+		},
+		{
+			name: "values do not divide", filters: make([]float64, 10), count: 3, cov: eye(3),
+			wantErr: "10 values do not make 3 filters",
+		},
+		{
+			name: "covariance of another kernel", filters: make([]float64, 8*9), count: 8, cov: eye(3),
+			wantErr: "9 covariance entries for filters of 9 taps",
+		},
+		{
+			name: "mean of another kernel", filters: make([]float64, 8*9), count: 8, cov: eye(9),
+			mean: make([]float64, 4), wantErr: "filters of 9 taps",
+		},
+		{
+			name: "zero covariance", filters: make([]float64, 8*9), count: 8, cov: make([]float64, 81),
+			wantErr: "covariance is zero",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

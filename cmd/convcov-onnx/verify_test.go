@@ -94,55 +94,75 @@ func newVerifyFixture(t *testing.T) verifyFixture {
 func TestVerifyCommand(t *testing.T) {
 	t.Parallel()
 	f := newVerifyFixture(t)
+	missing := filepath.Join(t.TempDir(), "nope.onnx")
+	pw := `graph.initializer["pw2.weight"] (data)`
 	tests := []struct {
 		name     string
-		args     []string
-		runtime  bool // needs ONNX Runtime
+		args     string // verify's arguments: $M the model, $G the good rewrite, $B the broken one
+		runtime  bool   // needs ONNX Runtime
 		code     int
 		stdout   []string
 		stderr   []string
 		knownBug string // the exit status differs for this reason today; logged, not failed
 	}{
-		{name: "good rewrite", args: []string{f.model, f.good}, runtime: true, code: 0,
-			stdout: []string{"PASS", "3 depthwise weights rewritten", "everything else is identical", "ONNX Runtime"}},
-		{name: "good rewrite, not run", args: []string{f.model, f.good, "--no-run"}, code: 0,
-			stdout: []string{"PASS", "3 depthwise weights rewritten"}},
-		{name: "pointwise weight changed", args: []string{f.model, f.broken}, runtime: true, code: 1,
-			stdout: []string{"FAIL", `graph.initializer["pw2.weight"] (data)`},
-			stderr: []string{"verify failed", `graph.initializer["pw2.weight"] (data)`, "the rewritten model is kept"}},
-		{name: "pointwise weight changed, not run", args: []string{f.model, f.broken, "--no-run"}, code: 1,
-			stderr: []string{"verify failed", `"pw2.weight"`}},
-		{name: "scale other than init's", args: []string{f.model, f.good, "--no-run", "--scale", "10"}, code: 1,
-			stderr: []string{"verify failed", "does not follow the target distribution"}},
-		{name: "missing rewritten model", args: []string{f.model, filepath.Join(t.TempDir(), "nope.onnx")}, code: 1,
-			stderr: []string{"nope.onnx"}},
-		{name: "symbolic dimension the model lacks", args: []string{f.model, f.good, "--dim", "batch=2"}, runtime: true,
-			code: 1, stderr: []string{`"batch"`, `"N"`}},
-		{name: "symbolic dimension", args: []string{f.model, f.good, "--dim", "N=3"}, runtime: true, code: 0,
-			stdout: []string{"[3 32 1 1]"}},
-
-		{name: "one argument", args: []string{f.model}, code: 2, stderr: []string{"original and the rewritten model"}},
-		{name: "three arguments", args: []string{f.model, f.good, f.broken}, code: 2, stderr: []string{"got 3 arguments"}},
-		{name: "--dim without a value", args: []string{f.model, f.good, "--dim", "N"}, code: 2, stderr: []string{"name=value"}},
-		{name: "--dim of zero", args: []string{f.model, f.good, "--dim", "N=0"}, code: 2, stderr: []string{"at least 1"}},
-		{name: "--dim without a name", args: []string{f.model, f.good, "--dim", "=4"}, code: 2, stderr: []string{"name=value"}},
-		{name: "--scale of zero", args: []string{f.model, f.good, "--scale", "0"}, code: 2, stderr: []string{"--scale"}},
 		{
-			name: "unknown --ep", args: []string{f.model, f.good, "--ep", "rocm"}, code: 2, stderr: []string{"rocm"},
-			knownBug: "the provider is checked only when ONNX Runtime opens, and reported as a failed " +
-				"verification (exit 1, 'the rewritten model is kept'); cmd should check --ep as it checks --dim",
+			name: "good rewrite", args: "$M $G", runtime: true, code: 0,
+			stdout: []string{"PASS", "3 depthwise weights rewritten", "everything else is identical",
+				"ONNX Runtime"},
+		},
+		{
+			name: "good rewrite, not run", args: "$M $G --no-run", code: 0,
+			stdout: []string{"PASS", "3 depthwise weights rewritten"},
+		},
+		{
+			name: "pointwise weight changed", args: "$M $B", runtime: true, code: 1,
+			stdout: []string{"FAIL", pw},
+			stderr: []string{"verify failed", pw, "the rewritten model is kept"},
+		},
+		{
+			name: "pointwise weight changed, not run", args: "$M $B --no-run", code: 1,
+			stderr: []string{"verify failed", pw},
+		},
+		{
+			name: "scale other than init's", args: "$M $G --no-run --scale 10", code: 1,
+			stderr: []string{"verify failed", "does not follow the target distribution"},
+		},
+		{name: "missing rewritten model", args: "$M " + missing, code: 1, stderr: []string{"nope.onnx"}},
+		{
+			name: "symbolic dimension the model lacks", args: "$M $G --dim batch=2", runtime: true, code: 1,
+			stderr: []string{`"batch"`, `"N"`},
+		},
+		{
+			name: "symbolic dimension", args: "$M $G --dim N=3", runtime: true, code: 0,
+			stdout: []string{"[3 32 1 1]"},
+		},
+
+		{name: "one argument", args: "$M", code: 2, stderr: []string{"original and the rewritten model"}},
+		{name: "three arguments", args: "$M $G $B", code: 2, stderr: []string{"got 3 arguments"}},
+		{name: "--dim without a value", args: "$M $G --dim N", code: 2, stderr: []string{"name=value"}},
+		{name: "--dim of zero", args: "$M $G --dim N=0", code: 2, stderr: []string{"at least 1"}},
+		{name: "--dim without a name", args: "$M $G --dim =4", code: 2, stderr: []string{"name=value"}},
+		{name: "--scale of zero", args: "$M $G --scale 0", code: 2, stderr: []string{"--scale"}},
+		{
+			name: "unknown --ep", args: "$M $G --ep rocm", code: 2, stderr: []string{"rocm"},
+			knownBug: "the provider is checked only when ONNX Runtime opens, and reported as a " +
+				"failed verification (exit 1, 'the rewritten model is kept'); cmd should check " +
+				"--ep as it checks --dim",
 		},
 	}
+	files := strings.NewReplacer("$M", f.model, "$G", f.good, "$B", f.broken)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			if tt.runtime {
 				needRuntime(t)
 			}
-			code, stdout, stderr := runCLI(t, append([]string{"verify"}, tt.args...)...)
+			args := append([]string{"verify"}, strings.Fields(files.Replace(tt.args))...)
+			code, stdout, stderr := runCLI(t, args...)
 			if code != tt.code {
 				if tt.knownBug != "" {
-					t.Skipf("known bug: exit status %d, want %d: %s\nstderr: %s", code, tt.code, tt.knownBug, stderr)
+					t.Skipf("known bug: exit status %d, want %d: %s\nstderr: %s",
+						code, tt.code, tt.knownBug, stderr)
 				}
 				t.Fatalf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tt.code, stdout, stderr)
 			}
@@ -229,18 +249,22 @@ func TestVerifyJSON(t *testing.T) {
 			t.Errorf("ok %v, problems %q; want true and none", *doc.OK, doc.Problems)
 		}
 		if len(doc.Structure.Rewritten) != 3 || len(doc.Structure.Differences) != 0 {
-			t.Errorf("structure: rewritten %q, differences %v; want 3 and none", doc.Structure.Rewritten, doc.Structure.Differences)
+			t.Errorf("structure: rewritten %q, differences %v; want 3 and none",
+				doc.Structure.Rewritten, doc.Structure.Differences)
 		}
 		if len(doc.Layers) != 3 {
 			t.Fatalf("%d layers, want 3", len(doc.Layers))
 		}
 		for _, l := range doc.Layers {
 			if !l.Rewritten || l.Fidelity == nil || !l.Fidelity.OK {
-				t.Errorf("layer %s: rewritten %v, fidelity %+v; want rewritten and ok", l.Node, l.Rewritten, l.Fidelity)
+				t.Errorf("layer %s: rewritten %v, fidelity %+v; want rewritten and ok",
+					l.Node, l.Rewritten, l.Fidelity)
 			}
 		}
-		if len(doc.Outputs) != 1 || doc.Outputs[0].Name != "output" || !doc.Outputs[0].Finite || doc.Runtime == "" {
-			t.Errorf("outputs %+v, runtime %q; want output, finite, and the runtime named", doc.Outputs, doc.Runtime)
+		if len(doc.Outputs) != 1 || doc.Outputs[0].Name != "output" || !doc.Outputs[0].Finite ||
+			doc.Runtime == "" {
+			t.Errorf("outputs %+v, runtime %q; want output, finite, and the runtime named",
+				doc.Outputs, doc.Runtime)
 		}
 	})
 	t.Run("broken, not run", func(t *testing.T) {
@@ -251,7 +275,8 @@ func TestVerifyJSON(t *testing.T) {
 		}
 		doc := parseVerifyDoc(t, stdout)
 		if *doc.OK || len(doc.Problems) == 0 || len(doc.Structure.Differences) != 1 {
-			t.Errorf("ok %v, problems %q, differences %v; want false, and one difference", *doc.OK, doc.Problems, doc.Structure.Differences)
+			t.Errorf("ok %v, problems %q, differences %v; want false, and one difference",
+				*doc.OK, doc.Problems, doc.Structure.Differences)
 		}
 		if len(doc.Outputs) != 0 || doc.Runtime != "" {
 			t.Errorf("outputs %+v, runtime %q; want none with --no-run", doc.Outputs, doc.Runtime)
@@ -265,7 +290,8 @@ func TestVerifyJSON(t *testing.T) {
 // run in parallel.
 func TestVerifyWithoutRuntime(t *testing.T) {
 	f := newVerifyFixture(t)
-	missing := filepath.Join(t.TempDir(), "lib", "libonnxruntime.so.1")
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "lib", "libonnxruntime.so.1")
 	t.Setenv("ONNXRUNTIME_LIB", missing)
 	hint := []string{"not run", "libonnxruntime.so.1", "make ort"}
 	if !withCgo() {
@@ -278,13 +304,20 @@ func TestVerifyWithoutRuntime(t *testing.T) {
 		stderr []string
 	}{
 		{name: "$ONNXRUNTIME_LIB missing", args: []string{"verify", f.model, f.good}, code: 1, stderr: hint},
-		{name: "--ort-lib missing", args: []string{"verify", f.model, f.good, "--ort-lib", missing + ".2"}, code: 1,
-			stderr: hint},
+		{
+			name: "--ort-lib missing", args: []string{"verify", f.model, f.good, "--ort-lib", missing + ".2"},
+			code: 1, stderr: hint,
+		},
 		{name: "--no-run", args: []string{"verify", f.model, f.good, "--no-run"}, code: 0},
-		{name: "init --verify", args: []string{"init", f.model, "-o", filepath.Join(t.TempDir(), "out.onnx"), "--verify"},
-			code: 1, stderr: append([]string{"the rewritten model is kept"}, hint...)},
-		{name: "init --verify --no-run", args: []string{"init", f.model, "-o", filepath.Join(t.TempDir(), "out.onnx"),
-			"--verify", "--no-run"}, code: 0},
+		{
+			name: "init --verify", args: []string{"init", f.model, "-o", filepath.Join(dir, "a.onnx"), "--verify"},
+			code: 1, stderr: append([]string{"the rewritten model is kept"}, hint...),
+		},
+		{
+			name: "init --verify --no-run",
+			args: []string{"init", f.model, "-o", filepath.Join(dir, "b.onnx"), "--verify", "--no-run"},
+			code: 0,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,14 +350,15 @@ func TestInitVerify(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out.onnx")
 	code, stdout, stderr := runCLI(t, "init", model, "-o", out, "--verify", "--scale", "1")
 	if code != 0 || !strings.Contains(stdout, "PASS") {
-		t.Fatalf("init --verify --scale 1: exit status %d, want 0 and PASS\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		t.Fatalf("init --verify --scale 1: exit status %d, want 0 and PASS\nstdout:\n%s\nstderr:\n%s",
+			code, stdout, stderr)
 	}
 
 	code, stdout, stderr = runCLI(t, "verify", model, out, "--scale", "10")
 	if code != 1 || !strings.Contains(stderr, "does not follow the target distribution") ||
 		!strings.Contains(stdout, "MISMATCH") {
-		t.Errorf("verify --scale 10 of an init --scale 1: exit status %d, want 1 and a mismatch\nstdout:\n%s\nstderr:\n%s",
-			code, stdout, stderr)
+		t.Errorf("verify --scale 10 of an init --scale 1: exit status %d, want 1 and a mismatch"+
+			"\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 
 	code, stdout, stderr = runCLI(t, "init", model, "-o", out, "--verify", "--json")
@@ -334,8 +368,10 @@ func TestInitVerify(t *testing.T) {
 			Problems []string `json:"problems"`
 		} `json:"verify"`
 	}
-	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || code != 0 || doc.Verify == nil || !doc.Verify.OK {
-		t.Errorf("init --verify --json: exit status %d, verify %+v, %v; want 0 and ok\n%s", code, doc.Verify, err, stderr)
+	err := json.Unmarshal([]byte(stdout), &doc)
+	if err != nil || code != 0 || doc.Verify == nil || !doc.Verify.OK {
+		t.Errorf("init --verify --json: exit status %d, verify %+v, %v; want 0 and ok\n%s",
+			code, doc.Verify, err, stderr)
 	}
 
 	double := filepath.Join(root, "testdata", "models", "fixtures", "03b_storage_double.onnx")
@@ -343,7 +379,8 @@ func TestInitVerify(t *testing.T) {
 	code, _, stderr = runCLI(t, "init", double, "-o", out64, "--verify")
 	if code != 1 || !strings.Contains(stderr, "cannot run") || !strings.Contains(stderr, "Conv") ||
 		!strings.Contains(stderr, "the rewritten model is kept") {
-		t.Errorf("init --verify of a float64 model: exit status %d, want 1 and why\nstderr:\n%s", code, stderr)
+		t.Errorf("init --verify of a float64 model: exit status %d, want 1 and why\nstderr:\n%s",
+			code, stderr)
 	}
 	if _, err := onnxio.Load(out64); err != nil {
 		t.Errorf("init --verify did not keep a readable output: %v", err)
