@@ -5,6 +5,7 @@ go 1.26
 require (
 	codeberg.org/sbinet/npyio v0.14.0
 	github.com/yalue/onnxruntime_go v1.27.0
+	golang.org/x/image v0.25.0
 	gonum.org/v1/gonum v0.17.0
 	google.golang.org/protobuf v1.36.12
 )
