@@ -12,6 +12,9 @@ Usage:
 	convcov-onnx harvest MODEL... -o BANK.npz             collect trained filters' covariances
 	convcov-onnx harvest --merge BANK.npz... -o BANK.npz  add banks into one
 	convcov-onnx transfer --bank BANK.npz MODEL -o OUT    rewrite filters from a bank
+	convcov-onnx plot MODEL|BANK.npz -o PNG               draw each layer's filter covariance as PNG
+	convcov-onnx plot --closed-form --kernel K -o PNG     the closed form along a depth schedule
+	convcov-onnx plot --filters MODEL [NEW] -o PNG        one layer's filters, before and after
 	convcov-onnx help [COMMAND]                           this text, or one command's flags
 
 Run "convcov-onnx COMMAND -h" for a command's flags and an example.
@@ -48,6 +51,13 @@ Kronecker square A⊗A, and --direct copies the filters of a model of the same a
 transfer takes init's -o, --in-place, --seed, --scale, --only, --verify and --json; verify
 takes --bank (with --with-mean, --kronecker, --align-corners) to check fidelity against the
 bank's distribution.
+
+plot draws PNG heatmaps with a diverging colour map centred on zero (blue below, white at
+zero, red above) and a colour bar per panel (--shared-scale for one): the empirical
+covariance of each depthwise layer of a model or a bank in block form (rearranged form for
+1-D, 3-D and non-square kernels, or with --rearranged), the closed form along a depth
+schedule (--preset, --layers) or at one --sigma, or the filters of one --layer of a model
+beside those of its rewritten copy.
 
 Every command that reads a model takes --json and then prints one JSON document with a
 "version" field instead of text. The input file is never modified unless init is given

@@ -36,6 +36,7 @@ func init() {
 		{"cov", "print or save the closed-form covariance matrix", runCov},
 		{"harvest", "collect trained models' filter covariances into a bank", runHarvest},
 		{"transfer", "rewrite depthwise filters from a bank's covariances", runTransfer},
+		{"plot", "draw covariances or filters as PNG heatmaps", runPlot},
 	}
 }
 
