@@ -51,6 +51,7 @@ func runHarvest(ctx context.Context, e *env, args []string) error {
 	outFlag := fs.String("o", "", "write the bank to this `file` (.npz)")
 	mergeFlag := fs.Bool("merge", false, "the arguments are banks: add them into one")
 	jsonFlag := fs.Bool("json", false, "print one JSON document instead of text")
+	quietFlag := fs.Bool("quiet", false, "no progress bar on stderr (warnings and errors are still printed)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -75,7 +76,10 @@ func runHarvest(ctx context.Context, e *env, args []string) error {
 	doc := harvestJSON{Version: reportVersion, Command: "harvest", Output: *outFlag,
 		Models: []harvestModelJSON{}, Warnings: []string{}}
 	var banks []*covtransfer.Bank
-	for _, p := range pos {
+	bar := e.newProgress(wantProgress(e.stderr, *quietFlag, *jsonFlag, isTerminal), "harvesting", false)
+	defer bar.finish()
+	for k, p := range pos {
+		bar.update(int64(k), int64(len(pos)), p)
 		if *mergeFlag {
 			b, err := covtransfer.Load(p)
 			if err != nil {
@@ -93,6 +97,8 @@ func runHarvest(ctx context.Context, e *env, args []string) error {
 		doc.Models = append(doc.Models, mj)
 		doc.Warnings = append(doc.Warnings, warnings...)
 	}
+	bar.update(int64(len(pos)), int64(len(pos)), "")
+	bar.finish()
 	bank, err := covtransfer.Merge(banks...)
 	if err != nil {
 		return err

@@ -37,6 +37,7 @@ func runInit(ctx context.Context, e *env, args []string) error {
 	scaleFlag := fs.Float64("scale", 1, "multiply every sampled filter by this factor (the paper uses 1)")
 	jsonFlag := fs.Bool("json", false, "print one JSON document instead of text")
 	verifyFlag := fs.Bool("verify", false, "then verify the result against MODEL, as the verify command does")
+	quietFlag := fs.Bool("quiet", false, "no progress bar or notes on stderr (warnings and errors are still printed)")
 	sf := addScheduleFlags(fs)
 	rf := addRuntimeFlags(fs)
 	pos, err := parseArgs(fs, args)
@@ -73,7 +74,7 @@ func runInit(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w; nothing was written", in, err)
 	}
-	if err := m.Save(out); err != nil {
+	if err := e.saveModel(m, out, wantProgress(e.stderr, *quietFlag, *jsonFlag, isTerminal)); err != nil {
 		return err
 	}
 	dataFile := ""
@@ -135,7 +136,7 @@ func runInit(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "rewrote 0 depthwise convolutions; wrote %s unchanged\n", written)
 	} else {
 		fmt.Fprintf(e.stdout, "rewrote %d of %d depthwise convolutions; wrote %s\n", rep.Rewritten, len(res.Layers), written)
-		if *scaleFlag == 1 {
+		if *scaleFlag == 1 && !*quietFlag {
 			fmt.Fprintln(e.stderr, "note: filters are drawn at the paper's literal scale (centre-tap variance 0.5), "+
 				"larger than common default initializations; --scale changes it")
 		}

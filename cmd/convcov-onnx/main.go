@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"time"
 )
 
 //go:embed doc.go
@@ -43,6 +44,9 @@ func init() {
 // env is what a command writes to.
 type env struct {
 	stdout, stderr io.Writer
+
+	progressDelay time.Duration    // how long work runs before a progress bar appears
+	now           func() time.Time // the clock of progress bars; nil means time.Now
 }
 
 func main() {
@@ -54,14 +58,19 @@ func main() {
 
 // run runs the command line args and returns the exit status: 0 on success, 1 on failure,
 // 2 on wrong usage.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runEnv(ctx, &env{stdout: stdout, stderr: stderr, progressDelay: progressDelay}, args)
+}
+
+// runEnv is run with the environment given.
+func runEnv(ctx context.Context, e *env, args []string) (code int) {
+	stdout, stderr := e.stdout, e.stderr
 	defer func() {
 		if r := recover(); r != nil {
 			fmt.Fprintf(stderr, "convcov-onnx: internal error: %v\nPlease report this with the command line and the model.\n%s", r, debug.Stack())
 			code = 1
 		}
 	}()
-	e := &env{stdout: stdout, stderr: stderr}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, manual())
 		return 2
@@ -70,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	switch name {
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 {
-			return run(ctx, []string{rest[0], "-h"}, stdout, stderr)
+			return runEnv(ctx, e, []string{rest[0], "-h"})
 		}
 		fmt.Fprint(stdout, manual())
 		return 0

@@ -137,19 +137,16 @@ type directTarget struct {
 	entries []*covtransfer.Entry // by target layer index − 1
 }
 
-func (d directTarget) Target(l *graphscan.Layer) ([]float64, []float64, error) {
+func (d directTarget) Target(l *graphscan.Layer) (*verify.Target, error) {
 	if l.Index < 1 || l.Index > len(d.entries) || d.entries[l.Index-1] == nil || d.entries[l.Index-1].Cov() == nil {
-		return nil, nil, fmt.Errorf("node %s: no bank layer with 2 or more filters was copied into it", l.Label())
+		return nil, fmt.Errorf("node %s: no bank layer with 2 or more filters was copied into it", l.Label())
 	}
 	e := d.entries[l.Index-1]
-	n := e.Taps()
-	cov := make([]float64, n*n)
-	for i := range n {
-		for j := range n {
-			cov[i*n+j] = e.Cov().At(i, j)
-		}
+	p, err := inject.Project(e.Cov())
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", l.Label(), err)
 	}
-	return cov, e.Mean(), nil
+	return verify.TargetOf(p.Cov, p.Factor, e.Mean(), 1), nil
 }
 
 type transferJSON struct {
@@ -187,6 +184,7 @@ func runTransfer(ctx context.Context, e *env, args []string) error {
 	onlyFlag := fs.String("only", "", "rewrite only layers whose node, weight or tensor name matches this regular expression")
 	jsonFlag := fs.Bool("json", false, "print one JSON document instead of text")
 	verifyFlag := fs.Bool("verify", false, "then verify the result against MODEL and the bank's distribution")
+	quietFlag := fs.Bool("quiet", false, "no progress bar or notes on stderr (warnings and errors are still printed)")
 	bf := addBankFlags(fs, "the bank to draw from, made by harvest (required)")
 	rf := addRuntimeFlags(fs)
 	pos, err := parseArgs(fs, args)
@@ -260,7 +258,7 @@ func runTransfer(ctx context.Context, e *env, args []string) error {
 		}
 		target = sourceTarget{src, *scaleFlag}
 	}
-	if err := m.Save(out); err != nil {
+	if err := e.saveModel(m, out, wantProgress(e.stderr, *quietFlag, *jsonFlag, isTerminal)); err != nil {
 		return err
 	}
 	dataFile := ""
