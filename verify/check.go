@@ -11,9 +11,7 @@ import (
 
 // Expectation gives the distribution a rewritten layer's filters were drawn from.
 type Expectation interface {
-	// Target returns the covariance (n×n, row-major, n = the kernel's taps) and the mean
-	// (nil for zero) of layer l's filters.
-	Target(l *graphscan.Layer) (cov, mean []float64, err error)
+	Target(l *graphscan.Layer) (*Target, error)
 }
 
 // CheckOptions control Check.
@@ -87,11 +85,12 @@ func Check(original, rewritten string, opts CheckOptions) (*Report, error) {
 		rep.fail("%d more differences", rep.Structure.More)
 	}
 
-	// Fidelity of every rewritten layer.
+	// Fidelity of every rewritten layer; the model's level is shared between them.
 	changed := map[*onnxpb.TensorProto]*onnxpb.TensorProto{}
 	for _, p := range rep.Structure.Changed {
 		changed[p.Original] = p.Rewritten
 	}
+	level := DefaultLevel / float64(max(len(changed), 1))
 	for k := range scan.Layers {
 		l := &scan.Layers[k]
 		if !l.Rewritable() {
@@ -100,7 +99,7 @@ func Check(original, rewritten string, opts CheckOptions) (*Report, error) {
 		lc := LayerCheck{Layer: l}
 		if t, ok := changed[l.Tensor]; ok {
 			lc.Rewritten = true
-			if err := layerFidelity(&lc, b, t, opts.Expectation); err != nil {
+			if err := layerFidelity(&lc, b, t, opts.Expectation, level); err != nil {
 				rep.fail("node %s: %v", l.Label(), err)
 			} else if lc.Fidelity != nil && !lc.Fidelity.OK {
 				rep.fail("node %s: weight %q does not follow the target distribution: %s", l.Label(), l.TensorName, lc.Fidelity.Problem)
@@ -118,7 +117,7 @@ func Check(original, rewritten string, opts CheckOptions) (*Report, error) {
 }
 
 // layerFidelity measures one rewritten layer against its target distribution.
-func layerFidelity(lc *LayerCheck, b *onnxio.Model, t *onnxpb.TensorProto, exp Expectation) error {
+func layerFidelity(lc *LayerCheck, b *onnxio.Model, t *onnxpb.TensorProto, exp Expectation, level float64) error {
 	if exp == nil {
 		return nil
 	}
@@ -126,16 +125,32 @@ func layerFidelity(lc *LayerCheck, b *onnxio.Model, t *onnxpb.TensorProto, exp E
 	if err != nil {
 		return err
 	}
-	cov, mean, err := exp.Target(lc.Layer)
+	target, err := exp.Target(lc.Layer)
 	if err != nil {
 		return err
 	}
-	f, err := CheckFidelity(values, int(lc.Layer.Channels*lc.Layer.Multiplier), cov, mean)
+	f, err := CheckFidelity(values, int(lc.Layer.Channels*lc.Layer.Multiplier), target, Roundoff(t.GetDataType()), level)
 	if err != nil {
 		return err
 	}
 	lc.Fidelity = &f
 	return nil
+}
+
+// Roundoff is the unit roundoff of a float element type: the largest relative error of
+// rounding a value to it. It is 0 for other types.
+func Roundoff(dt int32) float64 {
+	switch dt {
+	case onnxio.Float:
+		return 0x1p-24
+	case onnxio.Float16:
+		return 0x1p-11
+	case onnxio.BFloat16:
+		return 0x1p-8
+	case onnxio.Double:
+		return 0x1p-53
+	}
+	return 0
 }
 
 // runBoth runs the two models, decoded as pa and pb, on the same inputs and compares their

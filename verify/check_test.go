@@ -23,19 +23,12 @@ type closedFormExpectation struct {
 	src *inject.ClosedFormSource
 }
 
-func (e closedFormExpectation) Target(l *graphscan.Layer) ([]float64, []float64, error) {
+func (e closedFormExpectation) Target(l *graphscan.Layer) (*Target, error) {
 	d, err := e.src.Distribution(l)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	n := d.Projection.Cov.SymmetricDim()
-	cov := make([]float64, n*n)
-	for i := range n {
-		for j := range n {
-			cov[i*n+j] = d.Projection.Cov.At(i, j)
-		}
-	}
-	return cov, d.Mean, nil
+	return TargetOf(d.Projection.Cov, d.Projection.Factor, d.Mean, 1), nil
 }
 
 // realModelDims are the symbolic dimensions the real models need to run on inputs of a

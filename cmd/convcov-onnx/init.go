@@ -54,6 +54,9 @@ func runInit(ctx context.Context, e *env, args []string) error {
 	if !(*scaleFlag > 0) || math.IsInf(*scaleFlag, 0) {
 		return usagef("--scale %g: want a positive finite number", *scaleFlag)
 	}
+	if err := rf.check(); err != nil {
+		return err
+	}
 	cf, err := sf.resolve()
 	if err != nil {
 		return err

@@ -213,6 +213,9 @@ func runTransfer(ctx context.Context, e *env, args []string) error {
 	if err := bf.check(fs); err != nil {
 		return err
 	}
+	if err := rf.check(); err != nil {
+		return err
+	}
 	if *directFlag && (bf.alignSet || *bf.withMean || *bf.kronecker || *scaleFlag != 1) {
 		return usagef("--direct copies filters as they are; it takes none of --align-corners, --with-mean, --kronecker, --scale")
 	}

@@ -143,12 +143,7 @@ func TestVerifyCommand(t *testing.T) {
 		{name: "--dim of zero", args: "$M $G --dim N=0", code: 2, stderr: []string{"at least 1"}},
 		{name: "--dim without a name", args: "$M $G --dim =4", code: 2, stderr: []string{"name=value"}},
 		{name: "--scale of zero", args: "$M $G --scale 0", code: 2, stderr: []string{"--scale"}},
-		{
-			name: "unknown --ep", args: "$M $G --ep rocm", code: 2, stderr: []string{"rocm"},
-			knownBug: "the provider is checked only when ONNX Runtime opens, and reported as a " +
-				"failed verification (exit 1, 'the rewritten model is kept'); cmd should check " +
-				"--ep as it checks --dim",
-		},
+		{name: "unknown --ep", args: "$M $G --ep rocm", code: 2, stderr: []string{"rocm"}},
 	}
 	files := strings.NewReplacer("$M", f.model, "$G", f.good, "$B", f.broken)
 	for _, tt := range tests {
