@@ -59,9 +59,13 @@ covariance of each depthwise layer of a model or a bank in block form (rearrange
 schedule (--preset, --layers) or at one --sigma, or the filters of one --layer of a model
 beside those of its rewritten copy.
 
-Every command that reads a model takes --json and then prints one JSON document with a
-"version" field instead of text. The input file is never modified unless init is given
---in-place. Exit status: 0 on success, 1 when the model is refused or a command fails,
-2 on wrong usage.
+Every command that reports (scan, init, verify, cov, harvest, transfer, plot) takes --json
+and then prints one JSON document with a "version" field instead of text; README.md lists
+the fields. On a terminal, harvest shows a progress bar over its models, and init and
+transfer one over the bytes they write, once the work has run for a second; none when
+stderr is not a terminal, or with --quiet or --json.
+
+The input file is never modified unless init is given --in-place. Exit status: 0 on
+success, 1 when the model is refused or a command fails, 2 on wrong usage.
 */
 package main
