@@ -209,12 +209,12 @@ func printHarvestLayers(w io.Writer, rows []harvestLayerJSON) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			i, d, r.Channels, r.Multiplier, kernelString(r.Kernel),
-			cmpOr(r.DType, "-"), filters, r.Action, r.Node, weightString(r.layerJSON))
+			cmpOr(r.DType, "-"), filters, r.Action, shown(r.Node), weightString(r.layerJSON))
 	}
 	tw.Flush()
 	for _, r := range rows {
 		if r.Action != actionHarvest && r.Reason != "" {
-			fmt.Fprintf(w, "not harvested %s: %s\n", r.Node, r.Reason)
+			fmt.Fprintf(w, "not harvested %s: %s\n", shown(r.Node), r.Reason)
 		}
 	}
 }
@@ -222,7 +222,7 @@ func printHarvestLayers(w io.Writer, rows []harvestLayerJSON) {
 // weightString shows a weight and, when it differs, the tensor behind it.
 func weightString(r layerJSON) string {
 	if r.Tensor != "" && r.Tensor != r.Weight {
-		return r.Weight + " <- " + r.Tensor
+		return shown(r.Weight) + " <- " + shown(r.Tensor)
 	}
-	return r.Weight
+	return shown(r.Weight)
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/convcov/convcov-onnx/graphscan"
 	"github.com/convcov/convcov-onnx/inject"
@@ -177,26 +179,35 @@ func printLayers(w io.Writer, rows []layerJSON, showFilters bool) {
 		if r.Sigma != nil {
 			sigma = strconv.FormatFloat(*r.Sigma, 'f', 4, 64)
 		}
-		weight := r.Weight
-		if r.Tensor != "" && r.Tensor != r.Weight {
-			weight += " <- " + r.Tensor
-		}
+		weight := weightString(r)
 		cols := []string{i, d, sigma, strconv.FormatInt(r.Channels, 10), strconv.FormatInt(r.Multiplier, 10), kernelString(r.Kernel)}
 		if showFilters {
 			cols = append(cols, cmpOr(r.DType, "-"))
 		}
-		cols = append(cols, r.Action, r.Node, weight)
+		cols = append(cols, r.Action, shown(r.Node), weight)
 		fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	}
 	tw.Flush()
 	for _, r := range rows {
 		if r.Action != inject.ActionRewrite && r.Reason != "" {
-			fmt.Fprintf(w, "skipped %s: %s\n", r.Node, r.Reason)
+			fmt.Fprintf(w, "skipped %s: %s\n", shown(r.Node), r.Reason)
 		}
 		for _, warn := range r.Warnings {
-			fmt.Fprintf(w, "warning: %s: %s\n", r.Node, warn)
+			fmt.Fprintf(w, "warning: %s: %s\n", shown(r.Node), warn)
 		}
 	}
+}
+
+// shown makes a name from a model safe to print as text. A name with control characters or
+// invalid UTF-8, with which a crafted model could forge report lines or drive the terminal,
+// is printed quoted, escapes and all.
+func shown(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func kernelString(k []int64) string {

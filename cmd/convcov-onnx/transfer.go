@@ -354,15 +354,15 @@ func printTransferLayers(w io.Writer, rows []transferLayerJSON) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			i, d, r.Channels, r.Multiplier, kernelString(r.Kernel),
-			cmpOr(r.DType, "-"), r.Action, r.Node, weightString(r.layerJSON), cmpOr(r.From, "-"))
+			cmpOr(r.DType, "-"), r.Action, shown(r.Node), weightString(r.layerJSON), cmpOr(r.From, "-"))
 	}
 	tw.Flush()
 	for _, r := range rows {
 		if r.Action != inject.ActionRewrite && r.Reason != "" {
-			fmt.Fprintf(w, "skipped %s: %s\n", r.Node, r.Reason)
+			fmt.Fprintf(w, "skipped %s: %s\n", shown(r.Node), r.Reason)
 		}
 		for _, warn := range r.Warnings {
-			fmt.Fprintf(w, "warning: %s: %s\n", r.Node, warn)
+			fmt.Fprintf(w, "warning: %s: %s\n", shown(r.Node), warn)
 		}
 	}
 }

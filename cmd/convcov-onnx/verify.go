@@ -195,9 +195,9 @@ func printVerifyAgainst(w io.Writer, rep *verify.Report, target string) {
 			f := lc.Fidelity
 			switch {
 			case !lc.Rewritten:
-				fmt.Fprintf(tw, "%d\t%s\t\t\t\t\t\t\t\tnot rewritten\n", lc.Layer.Index, lc.Layer.Label())
+				fmt.Fprintf(tw, "%d\t%s\t\t\t\t\t\t\t\tnot rewritten\n", lc.Layer.Index, shown(lc.Layer.Label()))
 			case f == nil:
-				fmt.Fprintf(tw, "%d\t%s\t\t\t\t\t\t\t\trewritten\n", lc.Layer.Index, lc.Layer.Label())
+				fmt.Fprintf(tw, "%d\t%s\t\t\t\t\t\t\t\trewritten\n", lc.Layer.Index, shown(lc.Layer.Label()))
 			default:
 				result := "ok"
 				if !f.OK {
@@ -205,7 +205,7 @@ func printVerifyAgainst(w io.Writer, rep *verify.Report, target string) {
 				} else if f.Filters < 2 {
 					result = "too few filters to judge"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t%s\t%.2g\t%s\n", lc.Layer.Index, lc.Layer.Label(),
+				fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%.3f\t%.3f\t%.3f\t%s\t%.2g\t%s\n", lc.Layer.Index, shown(lc.Layer.Label()),
 					f.Filters, f.Taps, f.RelFrobenius, f.Expected, f.TraceRatio, fmtZ(f.MaxZ), f.PValue, result)
 			}
 		}
@@ -217,7 +217,7 @@ func printVerifyAgainst(w io.Writer, rep *verify.Report, target string) {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "output\tshape\tmax |diff|\tmax rel diff\tfinite")
 		for _, d := range rep.Outputs {
-			fmt.Fprintf(tw, "%s\t%v\t%.4g\t%.4g\t%v\n", d.Name, d.ShapeB, d.MaxAbs, d.MaxRel, d.Finite)
+			fmt.Fprintf(tw, "%s\t%v\t%.4g\t%.4g\t%v\n", shown(d.Name), d.ShapeB, d.MaxAbs, d.MaxRel, d.Finite)
 		}
 		tw.Flush()
 	}
