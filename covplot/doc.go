@@ -24,7 +24,8 @@
 //
 //	r, _ := inject.ClosedForm([]int{9, 9}, math.Pi/2)
 //	b, _ := covplot.BlockForm(r, 9)
-//	fig := &covplot.Figure{Title: "σ = π/2", Panels: []covplot.Panel{{Data: b, BlockRows: 9, BlockCols: 9}}}
+//	panel := covplot.Panel{Title: "σ = π/2", Data: b, BlockRows: 9, BlockCols: 9}
+//	fig := &covplot.Figure{Title: "the closed form", Panels: []covplot.Panel{panel}}
 //	err := fig.Encode(w)
 //
 // Text is set in the Go fonts (golang.org/x/image/font/gofont), so pictures look the same on

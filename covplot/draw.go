@@ -49,11 +49,12 @@ func (f *Figure) Draw() (*image.RGBA, error) {
 		}
 		for _, t := range ticks(b.Limit) {
 			y := barY(b.Rect, t.frac)
-			draw.Draw(img, image.Rect(b.Rect.Max.X, y, b.Rect.Max.X+tickLength, y+1), image.NewUniform(ink), image.Point{}, draw.Src)
+			fill(img, image.Rect(b.Rect.Max.X, y, b.Rect.Max.X+tickLength, y+1), ink)
 		}
 	}
 	for _, t := range lay.texts {
-		d := font.Drawer{Dst: img, Src: image.NewUniform(ink), Face: t.face.Face, Dot: fixed.P(t.at.X, t.at.Y)}
+		d := font.Drawer{Dst: img, Src: image.NewUniform(ink), Face: t.face.Face}
+		d.Dot = fixed.P(t.at.X, t.at.Y)
 		d.DrawString(t.text)
 	}
 	return img, nil

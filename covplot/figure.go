@@ -193,7 +193,8 @@ func (f *Figure) Layout() (*Layout, error) {
 		y0 := gridTop + (k/cols)*(slotH+vgap)
 		pl.Title = fc.panel.wrap(f.Panels[k].Title, slotW, 2)
 		for i, line := range pl.Title {
-			lay.texts = append(lay.texts, placedText{line, fc.panel, image.Pt(x0, y0+i*titleLineH+fc.panel.ascent())})
+			at := image.Pt(x0, y0+i*titleLineH+fc.panel.ascent())
+			lay.texts = append(lay.texts, placedText{line, fc.panel, at})
 		}
 		pl.Heatmap = pl.Heatmap.Add(image.Pt(x0, y0+titleH))
 		if !f.SharedScale {
@@ -209,8 +210,8 @@ func (f *Figure) Layout() (*Layout, error) {
 
 	lay.Size = image.Pt(width, gridTop+gridRows*slotH+(gridRows-1)*vgap+margin)
 	if lay.Size.X*lay.Size.Y > maxPixels || lay.Size.X > 30000 || lay.Size.Y > 30000 {
-		return nil, fmt.Errorf("covplot: the figure would be %d×%d pixels, too large; use fewer panels or a smaller PanelSize",
-			lay.Size.X, lay.Size.Y)
+		return nil, fmt.Errorf("covplot: the figure would be %d×%d pixels, too large; "+
+			"use fewer panels or a smaller PanelSize", lay.Size.X, lay.Size.Y)
 	}
 	return lay, nil
 }

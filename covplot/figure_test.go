@@ -161,8 +161,11 @@ func testFigure(shared bool) *Figure {
 			"and perhaps a third one, to see that nothing runs into the panels below",
 		Note: "a note under the heading",
 		Panels: []Panel{
-			{Title: "/model/stage.3/block.12/token_mixer/depthwise/Conv_with_a_very_long_name\nlayer 12 of 40, d = 0.282, 768 filters, 7x7",
-				Data: big, BlockRows: 9, BlockCols: 9},
+			{
+				Title: "/model/stage.3/block.12/token_mixer/depthwise/Conv_with_a_very_long_name\n" +
+					"layer 12 of 40, d = 0.282, 768 filters, 7x7",
+				Data: big, BlockRows: 9, BlockCols: 9,
+			},
 			{Title: "small", Data: sym, BlockRows: 3, BlockCols: 3},
 			{Title: "one value", Data: tiny},
 			{Title: "a title with many words that wrap onto a second line and then go on well past that line's end",
@@ -202,18 +205,21 @@ func TestLayout(t *testing.T) {
 		for k, pl := range lay.Panels {
 			boxes = append(boxes, box{"heatmap " + f.Panels[k].Title, pl.Heatmap.Inset(-1)}) // with its frame
 			if got := pl.Cell(pl.Rows-1, pl.Cols-1); got.Max != pl.Heatmap.Max {
-				t.Errorf("panel %d: the last cell ends at %v, want the heatmap's corner %v", k, got.Max, pl.Heatmap.Max)
+				t.Errorf("panel %d: the last cell ends at %v, want the heatmap's corner %v",
+					k, got.Max, pl.Heatmap.Max)
 			}
 			if len(pl.Title) > 2 {
 				t.Errorf("panel %d: %d title lines, want at most 2", k, len(pl.Title))
 			}
 		}
 		for _, b := range lay.Bars {
-			boxes = append(boxes, box{"bar", b.Rect.Inset(-1).Union(image.Rect(b.Rect.Max.X, b.Rect.Min.Y, b.Rect.Max.X+tickLength, b.Rect.Max.Y))})
+			tickArea := image.Rect(b.Rect.Max.X, b.Rect.Min.Y, b.Rect.Max.X+tickLength, b.Rect.Max.Y)
+			boxes = append(boxes, box{"bar", b.Rect.Inset(-1).Union(tickArea)})
 		}
 		for _, tx := range lay.texts {
 			bounds, _ := font.BoundString(tx.face.Face, tx.text)
-			r := image.Rect(bounds.Min.X.Floor(), bounds.Min.Y.Floor(), bounds.Max.X.Ceil(), bounds.Max.Y.Ceil()).Add(tx.at)
+			r := image.Rect(bounds.Min.X.Floor(), bounds.Min.Y.Floor(), bounds.Max.X.Ceil(), bounds.Max.Y.Ceil())
+			r = r.Add(tx.at)
 			boxes = append(boxes, box{"text " + tx.text, r})
 		}
 		full := image.Rectangle{Max: lay.Size}

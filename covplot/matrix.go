@@ -13,7 +13,8 @@ import (
 func BlockForm(r mat.Matrix, k int) (*mat.Dense, error) {
 	rows, cols := r.Dims()
 	if k < 1 || rows != k*k || cols != k*k {
-		return nil, fmt.Errorf("covplot: block form of a %d×%d matrix for %d×%d filters: want %d×%d", rows, cols, k, k, k*k, k*k)
+		return nil, fmt.Errorf("covplot: block form of a %d×%d matrix for %d×%d filters: want %d×%d",
+			rows, cols, k, k, k*k, k*k)
 	}
 	b := mat.NewDense(rows, cols, nil)
 	for i := range k {

@@ -26,7 +26,8 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%s: dims %v, %s, %s, %d values\n", w.GetName(), w.GetDims(), onnxio.TypeName(w.GetDataType()), m.Storage(w), len(v))
+	fmt.Printf("%s: dims %v, %s, %s, %d values\n",
+		w.GetName(), w.GetDims(), onnxio.TypeName(w.GetDataType()), m.Storage(w), len(v))
 
 	// Change it, and write the model: every other byte is copied as it was.
 	for i := range v {

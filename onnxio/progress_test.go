@@ -87,7 +87,8 @@ func TestSaveProgress(t *testing.T) {
 
 			type call struct{ written, total int64 }
 			var calls []call
-			err = m.SaveWith(out, SaveOptions{Progress: func(w, total int64) { calls = append(calls, call{w, total}) }})
+			record := func(w, total int64) { calls = append(calls, call{w, total}) }
+			err = m.SaveWith(out, SaveOptions{Progress: record})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -56,7 +56,8 @@ func Example() {
 		log.Fatal(err)
 	}
 	s := rep.Structure
-	fmt.Printf("%d tensors compared, %d rewritten, %d other differences\n", s.Tensors, len(s.Changed), len(s.Differences))
+	fmt.Printf("%d tensors compared, %d rewritten, %d other differences\n",
+		s.Tensors, len(s.Changed), len(s.Differences))
 	for _, lc := range rep.Layers {
 		fmt.Printf("layer %d %s: %d filters of %d taps, fidelity ok %v\n", lc.Layer.Index, lc.Layer.Label(),
 			lc.Fidelity.Filters, lc.Fidelity.Taps, lc.Fidelity.OK)

@@ -268,15 +268,17 @@ func TestJSONSchemas(t *testing.T) {
 		{[]string{"harvest", convmixer, "-o", d("bank.npz")}, 0, "harvest"},
 		{[]string{"harvest", nan, "-o", d("nan.npz")}, 0, "harvest"},
 		{[]string{"harvest", "--merge", d("bank.npz"), d("nan.npz"), "-o", d("both.npz")}, 0, "harvest"},
-		{[]string{"transfer", "--bank", d("bank.npz"), convmixer, "-o", d("t.onnx"), "--verify", "--no-run"}, 0, "transfer"},
+		{[]string{"transfer", "--bank", d("bank.npz"), convmixer, "-o", d("t.onnx"), "--verify", "--no-run"}, 0,
+			"transfer"},
 		{[]string{"transfer", "--bank", d("bank.npz"), convmixer, "-o", d("direct.onnx"), "--direct"}, 0, "transfer"},
 		{[]string{"transfer", "--bank", d("bank.npz"), external, "-o", d("text.onnx")}, 0, "transfer"},
 		{[]string{"verify", convmixer, d("t.onnx"), "--bank", d("bank.npz"), "--no-run"}, 0, "verify"},
 		{[]string{"plot", convmixer, "-o", d("a.png"), "--size", "40"}, 0, "plot"},
-		{[]string{"plot", filepath.Join(testdata, "models", "fixtures", "05_weight_paths.onnx"), "-o", d("b.png"), "--size", "40"}, 0, "plot"},
+		{[]string{"plot", filepath.Join(testdata, "models", "fixtures", "05_weight_paths.onnx"), "-o", d("b.png"),
+			"--size", "40"}, 0, "plot"},
 		{[]string{"plot", d("both.npz"), "-o", d("c.png"), "--size", "40"}, 0, "plot"},
-		{[]string{"plot", "--closed-form", "--kernel", "5", "--layers", "2", "-o", d("d.png"), "--size", "40"}, 0, "plot"},
-		{[]string{"plot", "--closed-form", "--kernel", "5", "--sigma", "1", "-o", d("e.png"), "--size", "40"}, 0, "plot"},
+		{[]string{"plot", "--closed-form", "--kernel", "5", "--layers", "2", "-o", d("d.png")}, 0, "plot"},
+		{[]string{"plot", "--closed-form", "--kernel", "5", "--sigma", "1", "-o", d("e.png")}, 0, "plot"},
 		{[]string{"plot", "--filters", convmixer, d("init.onnx"), "-o", d("f.png"), "--size", "40"}, 0, "plot"},
 	}
 	for _, r := range runs {
@@ -290,8 +292,8 @@ func TestJSONSchemas(t *testing.T) {
 			t.Fatalf("%s: not one JSON document: %v\n%s", strings.Join(args, " "), err, stdout)
 		}
 		if doc["version"] != float64(reportVersion) || doc["command"] != r.args[0] {
-			t.Errorf("%s: version %v, command %v; want %d and %q", strings.Join(args, " "), doc["version"], doc["command"],
-				reportVersion, r.args[0])
+			t.Errorf("%s: version %v, command %v; want %d and %q",
+				strings.Join(args, " "), doc["version"], doc["command"], reportVersion, r.args[0])
 		}
 		c.object(r.args[0], doc, r.object)
 	}

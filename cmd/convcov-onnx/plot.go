@@ -93,24 +93,26 @@ func (p *plotDoc) add(panel covplot.Panel, pj plotPanelJSON) {
 }
 
 func runPlot(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "plot", "MODEL|BANK.npz -o OUT.png | --closed-form --kernel K [--sigma S] -o OUT.png | --filters MODEL [REWRITTEN] -o OUT.png",
-		"convcov-onnx plot model.onnx -o cov.png")
+	fs := newFlagSet(e, "plot", "MODEL|BANK.npz -o OUT.png | --closed-form --kernel K [--sigma S] -o OUT.png | "+
+		"--filters MODEL [REWRITTEN] -o OUT.png", "convcov-onnx plot model.onnx -o cov.png")
 	outFlag := fs.String("o", "", "write the picture to this PNG `file` (required)")
 	jsonFlag := fs.Bool("json", false, "print one JSON document instead of text")
 	closedFlag := fs.Bool("closed-form", false, "draw the closed-form covariance instead of a model's")
 	kernelFlag := fs.String("kernel", "", "with --closed-form: kernel shape, such as 9, 7x5 or 3x3x3")
-	sigmaFlag := fs.Float64("sigma", math.NaN(), "with --closed-form: draw one matrix at this σ instead of a depth schedule")
+	sigmaFlag := fs.Float64("sigma", math.NaN(), "with --closed-form: one matrix at this σ instead of a schedule")
 	layersFlag := fs.Int("layers", 8, "with --closed-form: number of layers D of the depth schedule")
-	presetFlag := fs.String("preset", inject.DefaultPreset, "with --closed-form: depth schedule: "+strings.Join(inject.PresetNames(), ", "))
+	presetFlag := fs.String("preset", inject.DefaultPreset,
+		"with --closed-form: depth schedule: "+strings.Join(inject.PresetNames(), ", "))
 	sigma0Flag := fs.Float64("sigma0", 0, "with --closed-form: override the preset's σ0")
 	vFlag := fs.Float64("v", 0, "with --closed-form: override the preset's v")
 	aFlag := fs.Float64("a", 0, "with --closed-form: override the preset's a")
-	filtersFlag := fs.Bool("filters", false, "draw the filters of one layer of MODEL, beside those of REWRITTEN when given")
+	filtersFlag := fs.Bool("filters", false, "draw the filters of one layer of MODEL, and of REWRITTEN when given")
 	layerFlag := fs.String("layer", "1", "with --filters: the layer, by node name or by its 1-based position i")
 	countFlag := fs.Int("count", 64, "with --filters: how many filters to draw (the first ones)")
-	onlyFlag := fs.String("only", "", "draw only layers whose node, weight or tensor name matches this regular expression")
+	onlyFlag := fs.String("only", "", "draw only layers whose node, weight or tensor name matches this regexp")
 	sharedFlag := fs.Bool("shared-scale", false, "one colour scale for all panels, instead of one per panel")
-	rearrangedFlag := fs.Bool("rearranged", false, "draw covariances in rearranged form (taps row-major) instead of block form")
+	rearrangedFlag := fs.Bool("rearranged", false,
+		"draw covariances in rearranged form (taps row-major) instead of block form")
 	columnsFlag := fs.Int("columns", 0, "panels per row (default: chosen from the number of panels)")
 	sizeFlag := fs.Int("size", covplot.DefaultPanelSize, "side of each heatmap in pixels")
 	pos, err := parseArgs(fs, args)
@@ -137,7 +139,8 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 		}
 	default:
 		if len(pos) != 1 {
-			return usagef("plot takes one model or bank file (or --closed-form), got %d arguments; see 'convcov-onnx plot -h'", len(pos))
+			return usagef("plot takes one model or bank file (or --closed-form), got %d arguments; "+
+				"see 'convcov-onnx plot -h'", len(pos))
 		}
 	}
 	for _, f := range []string{"kernel", "sigma", "layers", "preset", "sigma0", "v", "a"} {
@@ -175,8 +178,8 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 	}
 
 	// Make the panels.
-	p := &plotDoc{doc: plotJSON{Version: reportVersion, Command: "plot", Mode: mode, Inputs: nonNil(pos), Output: *outFlag,
-		SharedScale: *sharedFlag, Skipped: []plotSkipJSON{}, Warnings: []string{}}}
+	p := &plotDoc{doc: plotJSON{Version: reportVersion, Command: "plot", Mode: mode, Inputs: nonNil(pos),
+		Output: *outFlag, SharedScale: *sharedFlag, Skipped: []plotSkipJSON{}, Warnings: []string{}}}
 	switch mode {
 	case plotClosedForm:
 		kernel, err := parseKernel(*kernelFlag)
@@ -216,7 +219,8 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 		if set["sigma"] {
 			sigma = *sigmaFlag
 		} else {
-			p.doc.Schedule = &scheduleJSON{Preset: *presetFlag, Sigma0: sched.Sigma0, V: sched.V, A: sched.A, Mode: "global"}
+			p.doc.Schedule = &scheduleJSON{Preset: *presetFlag, Sigma0: sched.Sigma0, V: sched.V, A: sched.A,
+				Mode: "global"}
 		}
 		if err := p.closedForm(kernel, sigma, sched, *presetFlag, *layersFlag, *rearrangedFlag); err != nil {
 			return err
@@ -288,7 +292,8 @@ func runPlot(ctx context.Context, e *env, args []string) error {
 	if len(lay.Panels) != 1 {
 		panels = fmt.Sprintf("%d panels", len(lay.Panels))
 	}
-	fmt.Fprintf(e.stdout, "wrote %s: %d×%d pixels, %s (%s)\n", *outFlag, lay.Size.X, lay.Size.Y, panels, strings.Join(fl, ", "))
+	fmt.Fprintf(e.stdout, "wrote %s: %d×%d pixels, %s (%s)\n", *outFlag, lay.Size.X, lay.Size.Y, panels,
+		strings.Join(fl, ", "))
 	for _, s := range p.doc.Skipped {
 		fmt.Fprintf(e.stdout, "not drawn %s: %s\n", s.Node, s.Reason)
 	}
@@ -356,7 +361,8 @@ func (p *plotDoc) covariances(path string, onlyRE *regexp.Regexp, rearranged boo
 
 	forms := map[string]bool{}
 	for _, en := range bank.Entries {
-		if onlyRE != nil && !onlyRE.MatchString(en.Node) && !onlyRE.MatchString(en.Weight) && !onlyRE.MatchString(en.Tensor) {
+		if onlyRE != nil && !onlyRE.MatchString(en.Node) && !onlyRE.MatchString(en.Weight) &&
+			!onlyRE.MatchString(en.Tensor) {
 			continue
 		}
 		if en.Cov() == nil {
@@ -373,7 +379,8 @@ func (p *plotDoc) covariances(path string, onlyRE *regexp.Regexp, rearranged boo
 		if len(bank.Models) > 1 {
 			head = filepath.Base(en.Source) + ": " + en.Node
 		}
-		detail := fmt.Sprintf("layer %d of %d, d = %.3f, %d filters, %s", en.Index, en.Layers, en.Depth, en.Count, en.KernelString())
+		detail := fmt.Sprintf("layer %d of %d, d = %.3f, %d filters, %s", en.Index, en.Layers, en.Depth, en.Count,
+			en.KernelString())
 		if form == formRearranged {
 			detail += ", rearranged"
 		}
@@ -404,7 +411,8 @@ func (p *plotDoc) bankSource(en *covtransfer.Entry) string {
 
 // closedForm makes the panels of the closed form: one at σ, or one per layer of a schedule
 // when σ is NaN.
-func (p *plotDoc) closedForm(kernel []int, sigma float64, sched inject.Schedule, preset string, D int, rearranged bool) error {
+func (p *plotDoc) closedForm(kernel []int, sigma float64, sched inject.Schedule, preset string, D int,
+	rearranged bool) error {
 	cache := inject.NewCache()
 	type layer struct {
 		i     int
@@ -422,8 +430,8 @@ func (p *plotDoc) closedForm(kernel []int, sigma float64, sched inject.Schedule,
 			}
 			layers = append(layers, layer{i, d, s, fmt.Sprintf("layer %d of %d\nd = %.3f, σ = %.4g", i, D, d, s)})
 		}
-		p.fig.Title = fmt.Sprintf("closed-form covariance Σ, kernel %s, along the depth schedule %s (σ0 %g, v %g, a %g), D = %d",
-			ks, preset, sched.Sigma0, sched.V, sched.A, D)
+		p.fig.Title = fmt.Sprintf("closed-form covariance Σ, kernel %s, along the depth schedule %s "+
+			"(σ0 %g, v %g, a %g), D = %d", ks, preset, sched.Sigma0, sched.V, sched.A, D)
 	} else {
 		title := fmt.Sprintf("σ = %.4g", sigma)
 		if math.Abs(sigma-math.Pi/2) < 5e-4 {
@@ -490,6 +498,9 @@ func (p *plotDoc) filters(paths []string, sel string, count int) error {
 		values, err := m.Values(l.Tensor)
 		if err != nil {
 			return fmt.Errorf("%s: node %s: weight %q: %w", path, l.Label(), l.TensorName, err)
+		}
+		if len(l.Kernel) == 0 {
+			return fmt.Errorf("%s: node %s: its kernel shape is not known", path, l.Label())
 		}
 		kernel := make([]int, len(l.Kernel))
 		taps := 1
@@ -560,7 +571,8 @@ func findLayer(res *graphscan.Result, sel string, like *graphscan.Layer) (*graph
 	}
 	if i, err := strconv.Atoi(sel); err == nil && like == nil {
 		if i < 1 || i > len(res.Layers) {
-			return nil, fmt.Errorf("--layer %d: the model has %d depthwise convolutions (i = 1 to %d)", i, len(res.Layers), len(res.Layers))
+			return nil, fmt.Errorf("--layer %d: the model has %d depthwise convolutions (i = 1 to %d)",
+				i, len(res.Layers), len(res.Layers))
 		}
 		return &res.Layers[i-1], nil
 	}
@@ -574,7 +586,8 @@ func findLayer(res *graphscan.Result, sel string, like *graphscan.Layer) (*graph
 	if len(res.Layers) > 8 {
 		names = append(names, "...")
 	}
-	return nil, fmt.Errorf("--layer %q: no depthwise convolution of that name; the model has %s", sel, strings.Join(names, ", "))
+	return nil, fmt.Errorf("--layer %q: no depthwise convolution of that name; the model has %s",
+		sel, strings.Join(names, ", "))
 }
 
 // isZip reports whether the file starts as a zip archive does, as a bank (.npz) does. A

@@ -134,7 +134,8 @@ func TestPlotClosedForm(t *testing.T) {
 	}
 
 	// The schedule: 8 panels, σ growing with depth as the preset says.
-	doc, out = runPlotJSON(t, dir, "--closed-form", "--kernel", "5", "--preset", "fig6", "--layers", "8", "--size", "60")
+	doc, out = runPlotJSON(t, dir, "--closed-form", "--kernel", "5", "--preset", "fig6", "--layers", "8",
+		"--size", "60")
 	img = decodePNG(t, out, doc)
 	if len(doc.Panels) != 8 || doc.Schedule == nil || doc.Schedule.Preset != "fig6" {
 		t.Fatalf("got %d panels, schedule %+v; want 8 of fig6", len(doc.Panels), doc.Schedule)
@@ -160,7 +161,8 @@ func TestPlotClosedForm(t *testing.T) {
 	// A rectangular kernel is drawn in rearranged form, and its titles say so.
 	doc, _ = runPlotJSON(t, dir, "--closed-form", "--kernel", "5x3", "--sigma", "1", "--size", "60")
 	if pj := doc.Panels[0]; pj.Form != formRearranged || pj.Rows != 15 || !strings.Contains(pj.Title, "rearranged") {
-		t.Errorf("5x3 kernel: form %q, %d rows, title %q; want rearranged 15×15 said in the title", pj.Form, pj.Rows, pj.Title)
+		t.Errorf("5x3 kernel: form %q, %d rows, title %q; want rearranged 15×15 said in the title",
+			pj.Form, pj.Rows, pj.Title)
 	}
 }
 
@@ -207,7 +209,8 @@ func TestPlotModelAndBank(t *testing.T) {
 	doc, out = runPlotJSON(t, dir, bankPath, "--only", "/[56]/", "--rearranged", "--shared-scale", "--size", "100")
 	img = decodePNG(t, out, doc)
 	if doc.Mode != plotBank || len(doc.Panels) != 2 || !doc.SharedScale {
-		t.Fatalf("got mode %q with %d panels, shared %v; want bank with 2, shared", doc.Mode, len(doc.Panels), doc.SharedScale)
+		t.Fatalf("got mode %q with %d panels, shared %v; want bank with 2, shared",
+			doc.Mode, len(doc.Panels), doc.SharedScale)
 	}
 	if pj := doc.Panels[0]; pj.Form != formRearranged || pj.Index != 3 || pj.Source != model {
 		t.Errorf("panel 1: %+v, want layer 3 in rearranged form from %s", pj, model)
@@ -233,14 +236,16 @@ func TestPlotFilters(t *testing.T) {
 		t.Fatalf("init: %s", stderr)
 	}
 
-	doc, out := runPlotJSON(t, dir, "--filters", model, rewritten, "--layer", "/5/5.0/fn/fn.0/Conv", "--count", "10", "--size", "120")
+	doc, out := runPlotJSON(t, dir, "--filters", model, rewritten, "--layer", "/5/5.0/fn/fn.0/Conv",
+		"--count", "10", "--size", "120")
 	img := decodePNG(t, out, doc)
 	if doc.Mode != plotFilters || len(doc.Panels) != 2 {
 		t.Fatalf("got mode %q with %d panels, want filters with 2", doc.Mode, len(doc.Panels))
 	}
 	for k, path := range []string{model, rewritten} {
 		pj := doc.Panels[k]
-		if pj.Source != path || pj.Index != 3 || pj.Filters != 10 || pj.Form != formFilters || pj.Rows != 3*9 || pj.Cols != 4*9 {
+		if pj.Source != path || pj.Index != 3 || pj.Filters != 10 || pj.Form != formFilters ||
+			pj.Rows != 3*9 || pj.Cols != 4*9 {
 			t.Errorf("panel %d: %+v, want 10 filters of layer 3 of %s in 3 rows of 4 tiles of 9×9", k, pj, path)
 		}
 		m, err := onnxio.Load(path)
@@ -290,49 +295,54 @@ func TestPlotFilters(t *testing.T) {
 // TestPlotCommandLine: usage errors, failures, and the text report.
 func TestPlotCommandLine(t *testing.T) {
 	t.Parallel()
-	root := testutil.RepoRoot(t)
-	model := filepath.Join(root, "testdata", "models", "convmixer_digits_d64_l4_k9.onnx")
-	none := filepath.Join(root, "testdata", "cases", "21b_no_depthwise.onnx")
+	testdata := filepath.Join(testutil.RepoRoot(t), "testdata")
+	files := map[string]string{
+		"$M": filepath.Join(testdata, "models", "convmixer_digits_d64_l4_k9.onnx"),
+		"$N": filepath.Join(testdata, "cases", "21b_no_depthwise.onnx"),
+		"$S": filepath.Join(testdata, "models", "fixtures", "01_dw1d_speech.onnx"),
+	}
 	tests := []struct {
 		name   string
-		args   []string // "$D/" is a fresh folder
+		args   string // split at spaces; $M, $N, $S are the files above, $D/ a fresh folder
 		code   int
 		stdout []string
 		stderr []string
 	}{
-		{"help", []string{"plot", "-h"}, 0, nil, []string{"example:", "convcov-onnx plot", "--closed-form", "--filters"}},
-		{"no -o", []string{"plot", model}, 2, nil, []string{"-o"}},
-		{"no input", []string{"plot", "-o", "$D/x.png"}, 2, nil, []string{"one model or bank"}},
-		{"-o the input", []string{"plot", model, "-o", model}, 2, nil, []string{"inputs"}},
-		{"--sigma without --closed-form", []string{"plot", model, "--sigma", "1", "-o", "$D/x.png"}, 2, nil, []string{"--sigma", "--closed-form"}},
-		{"--layer without --filters", []string{"plot", model, "--layer", "2", "-o", "$D/x.png"}, 2, nil, []string{"--layer", "--filters"}},
-		{"--closed-form with a file", []string{"plot", "--closed-form", "--kernel", "3", model, "-o", "$D/x.png"}, 2, nil, []string{"no files"}},
-		{"--closed-form without --kernel", []string{"plot", "--closed-form", "-o", "$D/x.png"}, 2, nil, []string{"--kernel"}},
-		{"--sigma with --preset", []string{"plot", "--closed-form", "--kernel", "3", "--sigma", "1", "--preset", "fig6", "-o", "$D/x.png"},
-			2, nil, []string{"--preset"}},
-		{"bad --sigma", []string{"plot", "--closed-form", "--kernel", "3", "--sigma", "-1", "-o", "$D/x.png"}, 2, nil, []string{"--sigma"}},
-		{"bad --preset", []string{"plot", "--closed-form", "--kernel", "3", "--preset", "nope", "-o", "$D/x.png"}, 2, nil, []string{"imagenet-thawed"}},
-		{"both pictures", []string{"plot", "--closed-form", "--filters", "-o", "$D/x.png"}, 2, nil, []string{"one"}},
-		{"three models", []string{"plot", "--filters", model, model, model, "-o", "$D/x.png"}, 2, nil, []string{"--filters"}},
-		{"bad --only", []string{"plot", model, "--only", "(", "-o", "$D/x.png"}, 2, nil, []string{"--only"}},
+		{"help", "-h", 0, nil, []string{"example:", "convcov-onnx plot", "--closed-form", "--filters"}},
+		{"no -o", "$M", 2, nil, []string{"-o"}},
+		{"no input", "-o $D/x.png", 2, nil, []string{"one model or bank"}},
+		{"-o the input", "$M -o $M", 2, nil, []string{"inputs"}},
+		{"--sigma without --closed-form", "$M --sigma 1 -o $D/x.png", 2, nil, []string{"--sigma", "--closed-form"}},
+		{"--layer without --filters", "$M --layer 2 -o $D/x.png", 2, nil, []string{"--layer", "--filters"}},
+		{"--closed-form with a file", "--closed-form --kernel 3 $M -o $D/x.png", 2, nil, []string{"no files"}},
+		{"--closed-form without --kernel", "--closed-form -o $D/x.png", 2, nil, []string{"--kernel"}},
+		{"--sigma with --preset", "--closed-form --kernel 3 --sigma 1 --preset fig6 -o $D/x.png", 2, nil,
+			[]string{"--preset"}},
+		{"bad --sigma", "--closed-form --kernel 3 --sigma -1 -o $D/x.png", 2, nil, []string{"--sigma"}},
+		{"bad --preset", "--closed-form --kernel 3 --preset nope -o $D/x.png", 2, nil, []string{"imagenet-thawed"}},
+		{"both pictures", "--closed-form --filters -o $D/x.png", 2, nil, []string{"one"}},
+		{"three models", "--filters $M $M $M -o $D/x.png", 2, nil, []string{"--filters"}},
+		{"bad --only", "$M --only ( -o $D/x.png", 2, nil, []string{"--only"}},
 
-		{"missing model", []string{"plot", "$D/missing.onnx", "-o", "$D/x.png"}, 1, nil, []string{"missing.onnx"}},
-		{"no depthwise", []string{"plot", none, "-o", "$D/x.png"}, 1, nil, []string{"21b_no_depthwise", "nothing was written"}},
-		{"--only matches nothing", []string{"plot", model, "--only", "^zzz$", "-o", "$D/x.png"}, 1, nil, []string{"--only"}},
-		{"unknown --layer", []string{"plot", "--filters", model, "--layer", "dw9", "-o", "$D/x.png"}, 1, nil, []string{"dw9", "/3/3.0/fn/fn.0/Conv"}},
-		{"--layer out of range", []string{"plot", "--filters", model, "--layer", "5", "-o", "$D/x.png"}, 1, nil, []string{"4 depthwise"}},
-		{"-o in a missing folder", []string{"plot", model, "-o", "$D/no/x.png"}, 1, nil, []string{"cannot write", "x.png"}},
+		{"missing model", "$D/missing.onnx -o $D/x.png", 1, nil, []string{"missing.onnx"}},
+		{"no depthwise", "$N -o $D/x.png", 1, nil, []string{"21b_no_depthwise", "nothing was written"}},
+		{"--only matches nothing", "$M --only ^zzz$ -o $D/x.png", 1, nil, []string{"--only"}},
+		{"unknown --layer", "--filters $M --layer dw9 -o $D/x.png", 1, nil, []string{"dw9", "/3/3.0/fn/fn.0/Conv"}},
+		{"--layer out of range", "--filters $M --layer 5 -o $D/x.png", 1, nil, []string{"4 depthwise"}},
+		{"-o in a missing folder", "$M -o $D/no/x.png", 1, nil, []string{"cannot write", "x.png"}},
 
-		{"text report", []string{"plot", model, "-o", "$D/x.png", "--size", "40"}, 0, []string{"wrote", "x.png", "4 panels", "block form"}, nil},
-		{"1-D kernels", []string{"plot", filepath.Join(root, "testdata", "models", "fixtures", "01_dw1d_speech.onnx"), "-o", "$D/x.png", "--size", "40"},
-			0, []string{"3 panels", "rearranged form"}, nil},
+		{"text report", "$M -o $D/x.png --size 40", 0, []string{"wrote", "x.png", "4 panels", "block form"}, nil},
+		{"1-D kernels", "$S -o $D/x.png --size 40", 0, []string{"3 panels", "rearranged form"}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			var args []string
-			for _, a := range tc.args {
+			args := []string{"plot"}
+			for _, a := range strings.Fields(tc.args) {
+				if f, ok := files[a]; ok {
+					a = f
+				}
 				args = append(args, strings.ReplaceAll(a, "$D/", dir+"/"))
 			}
 			code, stdout, stderr := runCLI(t, args...)

@@ -57,7 +57,8 @@ func (e *env) newProgress(on bool, label string, bytes bool) *progressBar {
 	if now == nil {
 		now = time.Now
 	}
-	return &progressBar{w: e.stderr, label: label, bytes: bytes, delay: e.progressDelay, now: now, start: now()}
+	return &progressBar{w: e.stderr, label: label, bytes: bytes, delay: e.progressDelay, now: now,
+		start: now()}
 }
 
 // update shows that done of total is done; note says what is being worked on.
@@ -83,8 +84,8 @@ func (p *progressBar) update(done, total int64, note string) {
 	if p.bytes {
 		count = sizeString(done) + "/" + sizeString(total)
 	}
-	line := fmt.Sprintf("%s [%s%s] %3.0f%% %s", p.label, strings.Repeat("#", full), strings.Repeat("-", barWidth-full),
-		100*frac, count)
+	bar := strings.Repeat("#", full) + strings.Repeat("-", barWidth-full)
+	line := fmt.Sprintf("%s [%s] %3.0f%% %s", p.label, bar, 100*frac, count)
 	if note != "" {
 		if room := progressWidth - utf8.RuneCountInString(line) - 2; room >= 8 {
 			line += "  " + shortenMiddle(note, room)
@@ -140,5 +141,6 @@ func (e *env) saveModel(m *onnxio.Model, path string, on bool) error {
 		return m.Save(path)
 	}
 	defer bar.finish()
-	return m.SaveWith(path, onnxio.SaveOptions{Progress: func(written, total int64) { bar.update(written, total, path) }})
+	report := func(written, total int64) { bar.update(written, total, path) }
+	return m.SaveWith(path, onnxio.SaveOptions{Progress: report})
 }

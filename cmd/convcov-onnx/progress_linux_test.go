@@ -21,12 +21,16 @@ func openPty(t *testing.T) (pty, tty *os.File) {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
 	unlock := int32(0)
-	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, pty.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); errno != 0 {
+	ioctl := func(req uintptr, arg unsafe.Pointer) syscall.Errno {
+		_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, pty.Fd(), req, uintptr(arg))
+		return errno
+	}
+	if errno := ioctl(syscall.TIOCSPTLCK, unsafe.Pointer(&unlock)); errno != 0 {
 		pty.Close()
 		t.Skipf("no pseudo-terminal: unlocking: %v", errno)
 	}
 	var n uint32
-	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, pty.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); errno != 0 {
+	if errno := ioctl(syscall.TIOCGPTN, unsafe.Pointer(&n)); errno != 0 {
 		pty.Close()
 		t.Skipf("no pseudo-terminal: its number: %v", errno)
 	}
@@ -72,7 +76,8 @@ func TestProgressOnTerminal(t *testing.T) {
 		{[]string{"harvest", model, other, "-o", filepath.Join(dir, "b3.npz"), "--json"}, false},
 		{[]string{"init", model, "-o", filepath.Join(dir, "i1.onnx")}, true},
 		{[]string{"init", model, "-o", filepath.Join(dir, "i2.onnx"), "--quiet"}, false},
-		{[]string{"transfer", "--bank", filepath.Join(dir, "b1.npz"), model, "-o", filepath.Join(dir, "t.onnx"), "--json"}, false},
+		{[]string{"transfer", "--bank", filepath.Join(dir, "b1.npz"), model, "-o", filepath.Join(dir, "t.onnx"),
+			"--json"}, false},
 	}
 	var marks []string
 	for k, r := range runs {
@@ -105,7 +110,8 @@ func TestProgressOnTerminal(t *testing.T) {
 		label := map[string]string{"harvest": "harvesting [", "init": "writing [", "transfer": "writing ["}[r.args[0]]
 		got := strings.Contains(part, label) && strings.Contains(part, "100%")
 		if got != r.bar {
-			t.Errorf("%s: progress bar shown %v, want %v; the terminal showed %q", strings.Join(r.args, " "), got, r.bar, part)
+			t.Errorf("%s: progress bar shown %v, want %v; the terminal showed %q",
+				strings.Join(r.args, " "), got, r.bar, part)
 		}
 		if r.bar && !strings.Contains(part, "\r"+strings.Repeat(" ", 20)) {
 			t.Errorf("%s: the bar's line is not blanked at the end: %q", strings.Join(r.args, " "), part)

@@ -90,7 +90,8 @@ func TestProgressBar(t *testing.T) {
 	clock.t = clock.t.Add(200 * time.Millisecond)
 	bar.update(2, 4, "zoo/a-model-with-a-name-far-too-long-to-fit-beside-the-bar-on-one-line-of-eighty-columns.onnx")
 	first := out.String()
-	if !strings.HasPrefix(first, "\rharvesting [") || !strings.Contains(first, " 50% 2/4") || !strings.Contains(first, "…") {
+	if !strings.HasPrefix(first, "\rharvesting [") || !strings.Contains(first, " 50% 2/4") ||
+		!strings.Contains(first, "…") {
 		t.Errorf("got %q, want \\r, the label, a bar at 50%% 2/4 and the note shortened", first)
 	}
 	if n := len([]rune(first)) - 1; n > progressWidth {
@@ -149,7 +150,8 @@ func TestNoProgressOffTerminal(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	e := &env{stdout: &stdout, stderr: &stderr}
 	other := filepath.Join("..", "..", "testdata", "cases", "11_fp16_storage.onnx")
-	if code := runEnv(t.Context(), e, []string{"harvest", model, other, "-o", filepath.Join(dir, "b.npz")}); code != 0 {
+	harvest := []string{"harvest", model, other, "-o", filepath.Join(dir, "b.npz")}
+	if code := runEnv(t.Context(), e, harvest); code != 0 {
 		t.Fatalf("harvest: exit %d: %s", code, stderr.String())
 	}
 	if code := runEnv(t.Context(), e, []string{"init", model, "-o", filepath.Join(dir, "o.onnx")}); code != 0 {
