@@ -160,6 +160,9 @@ func (f *face) fits(s string, w int) bool { return f.width(s) <= w }
 // "\n"-separated line is kept whole and shortened when they are few enough; otherwise the
 // lines past the last allowed one are joined to it and the result is shortened.
 func (f *face) wrap(text string, w, maxLines int) []string {
+	if text == "" {
+		return nil
+	}
 	paras := strings.Split(text, "\n")
 	var lines []string
 	for _, para := range paras {

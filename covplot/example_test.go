@@ -48,6 +48,6 @@ func Example() {
 	fmt.Printf("centre variance %.3f, colour scale ±%.3f, drawn as rgb(%d, %d, %d)\n",
 		b.At(40, 40), panel.Limit, r>>8, g>>8, bl>>8)
 	// Output:
-	// 600×450 pixels, 1 panel of 81×81 cells of 4 pixels
+	// 600×432 pixels, 1 panel of 81×81 cells of 4 pixels
 	// centre variance 0.503, colour scale ±0.503, drawn as rgb(135, 20, 32)
 }

@@ -17,8 +17,9 @@ const maxPixels = 100_000_000
 
 // Panel is one heatmap of a figure.
 type Panel struct {
-	// Title is set above the heatmap in at most two lines: a "\n" breaks the line, and a
+	// Title is set above the heatmap in at most three lines: a "\n" breaks the line, and a
 	// line too long for the panel is wrapped at spaces or shortened in the middle with "…".
+	// Every panel leaves room for the longest title of the figure.
 	Title string
 	// Data is drawn cell by cell, row 0 at the top, column 0 at the left.
 	Data mat.Matrix
@@ -105,6 +106,8 @@ const (
 	tickLength = 4
 	labelGap   = 3 // between a tick and its label
 	minWidth   = 600
+
+	maxTitleLines = 3
 )
 
 // Layout computes where everything goes without drawing.
@@ -156,8 +159,14 @@ func (f *Figure) Layout() (*Layout, error) {
 	if !f.SharedScale {
 		slotW += barSpan
 	}
+	// Titles take up to maxTitleLines lines; every slot leaves room for the longest.
 	titleLineH := fc.panel.lineHeight()
-	titleH := 2*titleLineH + titleGap
+	titleLines := 0
+	for k := range lay.Panels {
+		lay.Panels[k].Title = fc.panel.wrap(f.Panels[k].Title, slotW, maxTitleLines)
+		titleLines = max(titleLines, len(lay.Panels[k].Title))
+	}
+	titleH := titleLines*titleLineH + titleGap
 	slotH := titleH + maxH
 	gridW := cols*slotW + (cols-1)*hgap
 	width := margin + gridW + margin
@@ -191,7 +200,6 @@ func (f *Figure) Layout() (*Layout, error) {
 		pl := &lay.Panels[k]
 		x0 := margin + (k%cols)*(slotW+hgap)
 		y0 := gridTop + (k/cols)*(slotH+vgap)
-		pl.Title = fc.panel.wrap(f.Panels[k].Title, slotW, 2)
 		for i, line := range pl.Title {
 			at := image.Pt(x0, y0+i*titleLineH+fc.panel.ascent())
 			lay.texts = append(lay.texts, placedText{line, fc.panel, at})

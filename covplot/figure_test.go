@@ -208,8 +208,8 @@ func TestLayout(t *testing.T) {
 				t.Errorf("panel %d: the last cell ends at %v, want the heatmap's corner %v",
 					k, got.Max, pl.Heatmap.Max)
 			}
-			if len(pl.Title) > 2 {
-				t.Errorf("panel %d: %d title lines, want at most 2", k, len(pl.Title))
+			if len(pl.Title) > maxTitleLines {
+				t.Errorf("panel %d: %d title lines, want at most %d", k, len(pl.Title), maxTitleLines)
 			}
 		}
 		for _, b := range lay.Bars {

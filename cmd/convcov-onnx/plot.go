@@ -533,7 +533,9 @@ func (p *plotDoc) filters(paths []string, sel string, count int) error {
 			for f := range n {
 				tiles = append(tiles, values[f*taps+mid*plane:f*taps+(mid+1)*plane]...)
 			}
-			shape = fmt.Sprintf(", middle slice %d of %d", mid+1, kernel[0])
+			if kernel[0] > 1 {
+				shape = fmt.Sprintf(", middle slice %d of %d", mid+1, kernel[0])
+			}
 		}
 		data, err := covplot.Mosaic(tiles, n, h, w, cols)
 		if err != nil {
