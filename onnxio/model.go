@@ -1,11 +1,15 @@
 package onnxio
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -39,31 +43,92 @@ type Model struct {
 	locs    map[*onnxpb.TensorProto]*tensorLoc
 	ext     map[*onnxpb.TensorProto]*extRef
 	changes map[*onnxpb.TensorProto][]byte // new elements, encoded little-endian in the tensor's type
+
+	file  *os.File     // the model file, open while src maps it; nil when decoded from memory
+	unmap func() error // releases src
 }
 
 // Load reads and decodes the ONNX model in the file at path. External data locations are
 // resolved relative to the file's folder and checked before anything else is read: a
 // location that is absolute, has a ".." component, leads through a symbolic link out of the
 // folder, names a missing file, or has an offset and length past the file's end is refused.
-func Load(path string) (*Model, error) {
-	// A device or a pipe could be read forever: only regular files are models.
-	if fi, err := os.Stat(path); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is %s, not a model file; give the path of an .onnx file", path, fileKind(fi.Mode()))
+func Load(path string) (m *Model, err error) {
+	// A device or a pipe could be read forever, and opening a pipe waits for a writer:
+	// only regular files are models. The check is repeated on the open file, which is
+	// what is read.
+	fi, err := os.Stat(path)
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s is %s, not a model file; give the path of an .onnx file", path, fileKind(fi.Mode()))
 	}
-	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	m, err := decode(src, path, filepath.Dir(path))
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err = f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, cmp.Or(err, fmt.Errorf("%s is not a regular file; give the path of an .onnx file", path))
+	}
+
+	// Map the file where the system can, else read it.
+	src, unmap, mapErr := mapFile(f, fi.Size())
+	if mapErr != nil {
+		if src, err = io.ReadAll(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		unmap = func() error { return nil }
+	}
+	defer func() {
+		if err != nil {
+			unmap()
+			f.Close()
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guardFault(&err, path)
+	m, err = decode(src, path, filepath.Dir(path))
 	if errors.Is(err, ErrMalformed) {
 		return nil, fmt.Errorf("%s: %w; it is not an ONNX model, or it was damaged or cut short: export or copy it again", path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	m.file, m.unmap = f, unmap
 	return m, nil
+}
+
+// Close releases the file the model was loaded from. Afterwards the model, and every slice
+// RawData returned, must not be used. A model decoded from memory has nothing to release.
+func (m *Model) Close() error {
+	if m.file == nil {
+		return nil
+	}
+	err := m.unmap()
+	if cerr := m.file.Close(); err == nil {
+		err = cerr
+	}
+	m.file, m.unmap, m.src = nil, nil, nil
+	return err
+}
+
+// guardFault turns a fault while reading a mapped model file into an error: the file was
+// cut short by another program while this one read it. It must be deferred by the function
+// that reads the mapping, and it sets that goroutine to panic on such faults meanwhile.
+func guardFault(err *error, path string) {
+	if r := recover(); r != nil {
+		// debug.SetPanicOnFault's panics carry the faulting address.
+		if re, ok := r.(interface {
+			runtime.Error
+			Addr() uintptr
+		}); ok {
+			*err = fmt.Errorf("%s changed while it was being read (%v); do not modify a model while convcov-onnx works on it", path, re)
+			return
+		}
+		panic(r)
+	}
 }
 
 // fileKind names a kind of file that is not a regular one, for messages.
@@ -224,7 +289,9 @@ func byteLen(t *onnxpb.TensorProto) (int64, error) {
 // Values returns the elements of a float tensor (FLOAT, FLOAT16, BFLOAT16 or DOUBLE) of m
 // as float64, from raw_data, the typed field or external data, whichever holds them, or the
 // elements SetValues gave it.
-func (m *Model) Values(t *onnxpb.TensorProto) ([]float64, error) {
+func (m *Model) Values(t *onnxpb.TensorProto) (_ []float64, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guardFault(&err, m.path)
 	raw, err := m.rawBytes(t)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -36,7 +37,9 @@ const dataAlign = 4096
 func (m *Model) Save(path string) error { return m.save(path, nil) }
 
 // save is Save, counting the bytes it writes in prog when prog is not nil.
-func (m *Model) save(path string, prog *progress) error {
+func (m *Model) save(path string, prog *progress) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guardFault(&err, m.path)
 	inPlace := m.path != "" && sameFile(m.path, path)
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return fmt.Errorf("onnxio: %s is a folder; give the output a file name", path)
@@ -85,7 +88,8 @@ func (m *Model) save(path string, prog *progress) error {
 	}
 	out.prog = prog
 	defer out.discard()
-	if err := out.write(s.writeTo); err != nil {
+	err = out.write(m.file, m.src, func(fs *fileSink) error { return s.write(fs, s.root) })
+	if err != nil {
 		return err
 	}
 	if data != nil {
@@ -179,7 +183,7 @@ func (m *Model) writeData(path string, prog *progress) (*tempFile, []edit, error
 		return nil, nil, err
 	}
 	tmp.prog = prog
-	err = tmp.write(func(w io.Writer) error {
+	err = tmp.write(nil, nil, func(w *fileSink) error {
 		var at int64
 		for _, file := range files {
 			if pad := (dataAlign - at%dataAlign) % dataAlign; pad > 0 {
@@ -193,7 +197,7 @@ func (m *Model) writeData(path string, prog *progress) (*tempFile, []edit, error
 			if err != nil {
 				return err
 			}
-			n, err := io.Copy(w, src)
+			n, err := w.copyFile(src)
 			src.Close()
 			if err != nil {
 				return fmt.Errorf("copying %s: %w", file, err)
@@ -290,16 +294,64 @@ func createTemp(target, like string) (*tempFile, error) {
 	return &tempFile{f: f, target: target}, nil
 }
 
-// write streams the content through a buffer into the file.
-func (t *tempFile) write(content func(io.Writer) error) error {
-	bw := bufio.NewWriterSize(t.prog.writer(t.f), 1<<20)
-	if err := content(bw); err != nil {
+// write writes content into the file through a fileSink whose original bytes are mem,
+// read from src (either may be nil).
+func (t *tempFile) write(src *os.File, mem []byte, content func(*fileSink) error) error {
+	fs := &fileSink{
+		buf:  bufio.NewWriterSize(t.prog.writer(t.f), 1<<20),
+		dst:  t.f,
+		src:  src,
+		mem:  mem,
+		prog: t.prog,
+	}
+	if err := content(fs); err != nil {
 		return fmt.Errorf("onnxio: writing %s: %w", t.target, err)
 	}
-	if err := bw.Flush(); err != nil {
+	if err := fs.buf.Flush(); err != nil {
 		return fmt.Errorf("onnxio: writing %s: %w", t.target, err)
 	}
 	return nil
+}
+
+// copyDirectly is the length from which a stretch of the original file is copied by the
+// system, file to file (copy_file_range on Linux, as cp does), instead of through memory.
+const copyDirectly = 1 << 20
+
+// fileSink writes a file: new bytes through a buffer, long stretches of the original file
+// directly from it.
+type fileSink struct {
+	buf  *bufio.Writer
+	dst  *os.File
+	src  *os.File // the original file; nil to copy from mem
+	mem  []byte   // the original bytes
+	prog *progress
+}
+
+func (f *fileSink) Write(p []byte) (int, error) { return f.buf.Write(p) }
+
+func (f *fileSink) copyOriginal(from, to int64) error {
+	if f.src == nil || to-from < copyDirectly {
+		_, err := f.buf.Write(f.mem[from:to])
+		return err
+	}
+	if _, err := f.src.Seek(from, io.SeekStart); err != nil {
+		return err
+	}
+	n, err := f.copyFile(io.LimitReader(f.src, to-from))
+	if err == nil && n != to-from {
+		err = fmt.Errorf("the input ended %d bytes early; it changed while it was read", to-from-n)
+	}
+	return err
+}
+
+// copyFile appends everything r holds.
+func (f *fileSink) copyFile(r io.Reader) (int64, error) {
+	if err := f.buf.Flush(); err != nil {
+		return 0, err
+	}
+	n, err := f.dst.ReadFrom(r)
+	f.prog.add(n)
+	return n, err
 }
 
 // commit closes the file and renames it to its target.

@@ -106,18 +106,36 @@ func (n *spliceNode) recordLen() int64 {
 // size is the length of the spliced encoding.
 func (s *splice) size() int64 { return s.root.newLen }
 
-// writeTo writes the spliced encoding to w.
-func (s *splice) writeTo(w io.Writer) error {
-	return s.write(w, s.root)
+// A sink receives a spliced encoding: new bytes through Write, and stretches of the
+// original encoding through copyOriginal, which a file sink can copy without reading them.
+type sink interface {
+	io.Writer
+	copyOriginal(from, to int64) error
 }
 
-func (s *splice) write(w io.Writer, n *spliceNode) error {
+// writeTo writes the spliced encoding to w.
+func (s *splice) writeTo(w io.Writer) error {
+	return s.write(memSink{w, s.src}, s.root)
+}
+
+// memSink writes original bytes from memory.
+type memSink struct {
+	io.Writer
+	src []byte
+}
+
+func (m memSink) copyOriginal(from, to int64) error {
+	_, err := m.Write(m.src[from:to])
+	return err
+}
+
+func (s *splice) write(w sink, n *spliceNode) error {
 	pos := n.fr.payload
 	ki, ei := 0, 0
 	for ki < len(n.kids) || ei < len(n.edits) {
 		if ei < len(n.edits) && (ki == len(n.kids) || n.edits[ei].start < n.kids[ki].fr.start) {
 			e := n.edits[ei]
-			if _, err := w.Write(s.src[pos:e.start]); err != nil {
+			if err := w.copyOriginal(pos, e.start); err != nil {
 				return err
 			}
 			if _, err := w.Write(e.data); err != nil {
@@ -128,12 +146,11 @@ func (s *splice) write(w io.Writer, n *spliceNode) error {
 			continue
 		}
 		k := n.kids[ki]
-		if _, err := w.Write(s.src[pos:k.fr.lenAt]); err != nil {
+		if err := w.copyOriginal(pos, k.fr.lenAt); err != nil {
 			return err
 		}
 		if k.newLen == k.fr.end-k.fr.payload {
-			_, err := w.Write(s.src[k.fr.lenAt:k.fr.payload])
-			if err != nil {
+			if err := w.copyOriginal(k.fr.lenAt, k.fr.payload); err != nil {
 				return err
 			}
 		} else if _, err := w.Write(protowire.AppendVarint(nil, uint64(k.newLen))); err != nil {
@@ -145,8 +162,7 @@ func (s *splice) write(w io.Writer, n *spliceNode) error {
 		pos = k.fr.end
 		ki++
 	}
-	_, err := w.Write(s.src[pos:n.fr.end])
-	return err
+	return w.copyOriginal(pos, n.fr.end)
 }
 
 // bytes returns the spliced encoding in memory.
