@@ -25,6 +25,8 @@ var openData = os.Open
 
 // checkExternal validates every external data reference before any is read.
 func (m *Model) checkExternal() error {
+	var dir string                // the model's folder, resolved once
+	files := map[string]*extRef{} // resolved locations, so each file is checked once
 	for _, t := range m.order {
 		if t.GetDataLocation() != onnxpb.TensorProto_EXTERNAL {
 			continue
@@ -37,7 +39,20 @@ func (m *Model) checkExternal() error {
 			m.ext[t] = ref
 			continue
 		}
-		if err := m.resolveExternal(t, ref); err != nil {
+		if dir == "" {
+			var err error
+			if dir, err = resolvedDir(m.dir); err != nil {
+				return err
+			}
+		}
+		if done := files[ref.location]; done != nil {
+			ref.file, ref.size = done.file, done.size
+		} else if err := resolveExternal(dir, t, ref); err != nil {
+			return err
+		} else {
+			files[ref.location] = ref
+		}
+		if err := checkRange(t, ref); err != nil {
 			return err
 		}
 		m.ext[t] = ref
@@ -89,15 +104,7 @@ func parseExternal(t *onnxpb.TensorProto) (*extRef, error) {
 
 // resolveExternal finds ref's file inside the model's folder, following symbolic links only
 // while they stay inside it, and checks the byte range against the file's size.
-func (m *Model) resolveExternal(t *onnxpb.TensorProto, ref *extRef) error {
-	dir, err := filepath.EvalSymlinks(m.dir)
-	if err != nil {
-		return fmt.Errorf("%w: model folder: %v", ErrExternalData, err)
-	}
-	dir, err = filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("%w: model folder: %v", ErrExternalData, err)
-	}
+func resolveExternal(dir string, t *onnxpb.TensorProto, ref *extRef) error {
 	file, err := filepath.EvalSymlinks(filepath.Join(dir, filepath.FromSlash(ref.location)))
 	if err != nil {
 		return fmt.Errorf("%w: tensor %q: location %q: %v; the data file must lie in the model's folder, where the model says",
@@ -119,6 +126,11 @@ func (m *Model) resolveExternal(t *onnxpb.TensorProto, ref *extRef) error {
 		return fmt.Errorf("%w: tensor %q: location %q is not a regular file", ErrExternalData, t.GetName(), ref.location)
 	}
 	ref.file, ref.size = file, fi.Size()
+	return nil
+}
+
+// checkRange checks ref's byte range against its file's size.
+func checkRange(t *onnxpb.TensorProto, ref *extRef) error {
 	end := ref.offset
 	if ref.length >= 0 {
 		end += ref.length
@@ -128,6 +140,18 @@ func (m *Model) resolveExternal(t *onnxpb.TensorProto, ref *extRef) error {
 			ErrExternalData, t.GetName(), ref.offset, ref.length, ref.location, ref.size)
 	}
 	return nil
+}
+
+// resolvedDir is the model's folder with symbolic links resolved, as an absolute path.
+func resolvedDir(dir string) (string, error) {
+	dir, err := filepath.EvalSymlinks(dir)
+	if err == nil {
+		dir, err = filepath.Abs(dir)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: model folder: %v", ErrExternalData, err)
+	}
+	return dir, nil
 }
 
 // readExternal reads want bytes of t's external data.

@@ -466,7 +466,7 @@ func (m *Model) typedField(t *onnxpb.TensorProto) string {
 // tensor's own type (to nearest, ties to even); the tensor keeps its dims, type, name and
 // storage (raw_data, typed field or external data). Nothing is written until Save.
 func (m *Model) SetValues(t *onnxpb.TensorProto, v []float64) error {
-	if _, err := m.rawBytes(t); err != nil { // the stored data must be sound before it is replaced
+	if _, err := m.checkData(t); err != nil { // the stored data must be sound before it is replaced
 		return err
 	}
 	n, _ := Len(t)
