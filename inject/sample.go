@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
@@ -48,26 +49,47 @@ func (p *Projection) Sample(dst []float64, count int, mean []float64, rng *rand.
 	// Gemm without a transpose accumulates tap i of a filter as
 	// ((g_0·Factor[i][0]) + g_1·Factor[i][1]) + ... in its serial and parallel paths
 	// alike, which keeps the bits independent of the batch split; so copy Factorᵀ.
+	// Columns of zeros, those of the clipped eigenvalues, add nothing: leave them and
+	// their draws out, which keeps the bits and saves their share of the work.
 	raw := p.Factor.RawMatrix()
-	ft := blas64.General{Rows: n, Cols: n, Stride: n, Data: make([]float64, n*n)}
+	ft := make([]float64, n*n)
 	for i := 0; i < n; i++ {
 		for j, v := range raw.Data[i*raw.Stride : i*raw.Stride+n] {
-			ft.Data[j*n+i] = v
+			ft[j*n+i] = v
 		}
 	}
+	var keep []int // the columns of Factor that are not all zero
+	for j := range n {
+		row := ft[j*n : (j+1)*n]
+		if slices.ContainsFunc(row, func(v float64) bool { return v != 0 }) {
+			copy(ft[len(keep)*n:], row)
+			keep = append(keep, j)
+		}
+	}
+	m := len(keep)
 
 	batch := max(1, sampleChunk/n)
-	g := make([]float64, min(batch, count)*n)
+	g := make([]float64, n)
+	gk := make([]float64, min(batch, count)*m)
 	for first := 0; first < count; first += batch {
 		rows := min(batch, count-first)
-		gs := g[:rows*n]
-		for i := range gs {
-			gs[i] = rng.NormFloat64()
+		for r := range rows {
+			for i := range g {
+				g[i] = rng.NormFloat64()
+			}
+			for c, j := range keep {
+				gk[r*m+c] = g[j]
+			}
 		}
 		out := dst[first*n : (first+rows)*n]
-		blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
-			blas64.General{Rows: rows, Cols: n, Stride: n, Data: gs}, ft,
-			0, blas64.General{Rows: rows, Cols: n, Stride: n, Data: out})
+		if m == 0 {
+			clear(out)
+		} else {
+			blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
+				blas64.General{Rows: rows, Cols: m, Stride: m, Data: gk[:rows*m]},
+				blas64.General{Rows: m, Cols: n, Stride: n, Data: ft[:m*n]},
+				0, blas64.General{Rows: rows, Cols: n, Stride: n, Data: out})
+		}
 		if mean != nil {
 			for i := range out {
 				out[i] += mean[i%n]

@@ -144,6 +144,47 @@ func TestSampleBatchInvariance(t *testing.T) {
 	}
 }
 
+// TestSampleSkipsZeroColumns checks that leaving out the zero columns of Factor (the
+// clipped eigenvalues) gives the same bits as multiplying by the whole Factor.
+func TestSampleSkipsZeroColumns(t *testing.T) {
+	t.Parallel()
+	for _, dims := range [][]int{{9, 9}, {17, 17}} {
+		t.Run(fmt.Sprint(dims), func(t *testing.T) {
+			t.Parallel()
+			p, err := NewCache().ClosedForm(dims, math.Pi/2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := len(p.Eigenvalues)
+			if p.Eigenvalues[0] >= 0 {
+				t.Fatalf("got λ_min = %g, want a clipped eigenvalue", p.Eigenvalues[0])
+			}
+			const count = 300
+			got := make([]float64, count*n)
+			if err := p.Sample(got, count, nil, rand.New(rand.NewPCG(5, 6))); err != nil {
+				t.Fatal(err)
+			}
+
+			rng := rand.New(rand.NewPCG(5, 6))
+			g := make([]float64, count*n)
+			for i := range g {
+				g[i] = rng.NormFloat64()
+			}
+			var ft mat.Dense
+			ft.CloneFrom(p.Factor.T())
+			want := make([]float64, count*n)
+			blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
+				blas64.General{Rows: count, Cols: n, Stride: n, Data: g}, ft.RawMatrix(),
+				0, blas64.General{Rows: count, Cols: n, Stride: n, Data: want})
+			for i := range got {
+				if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+					t.Fatalf("filter %d tap %d: got %v, want %v", i/n, i%n, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
 func TestSampleMean(t *testing.T) {
 	t.Parallel()
 	p, err := NewCache().ClosedForm([]int{3, 3}, 0.5)
