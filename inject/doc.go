@@ -38,13 +38,13 @@
 // # Caching and determinism
 //
 // A model holds few distinct (kernel shape, σ) pairs; a [Cache] computes each
-// projection once, by flip-symmetry blocks that make large kernels cheap, and
-// [Cache.Warm] computes many in parallel. Prefer it to [Project] of [ClosedForm],
-// which for a 51×51 kernel takes minutes instead of a second. Results depend only on
-// the inputs and the random source, never on GOMAXPROCS or scheduling: no
-// computation here sums in an order that depends on how work is split between
-// goroutines. (This relies on gonum's own BLAS, the default; a BLAS registered with
-// blas64.Use may differ in the last bits.)
+// projection once, by symmetry blocks (flips, and transposes of square and cubic
+// kernels) that make large kernels cheap, and [Cache.Warm] computes many in parallel.
+// Prefer it to [Project] of [ClosedForm], which for a 51×51 kernel takes minutes
+// instead of half a second. Results depend only on the inputs and the random source,
+// never on GOMAXPROCS or scheduling: no computation here sums in an order that
+// depends on how work is split between goroutines. (This relies on gonum's own BLAS,
+// the default; a BLAS registered with blas64.Use may differ in the last bits.)
 //
 // # Rewriting a model
 //
