@@ -36,6 +36,7 @@ var (
 	quickFlag = flag.Bool("quick", false, "small models, to try the bench itself")
 	keepFlag  = flag.String("keep", "", "generate into this folder and keep it (default: a temporary folder, removed)")
 	binFlag   = flag.String("bin", "bin/convcov-onnx", "the convcov-onnx binary to time")
+	onlyFlag  = flag.String("only", "", "run only the models whose name contains this text")
 )
 
 func main() {
@@ -131,6 +132,9 @@ func run() error {
 
 	var rows []row
 	for k, c := range cases(*quickFlag) {
+		if !strings.Contains(c.name, *onlyFlag) {
+			continue
+		}
 		sub := filepath.Join(dir, fmt.Sprint(k))
 		if err := os.MkdirAll(sub, 0o755); err != nil {
 			return err
