@@ -168,12 +168,12 @@ func (g *grid) axisFactors(sigma float64) []axisFactor {
 			}
 			return t, k - 1 - t, s, 1
 		}
-		project := func(odd bool) []float64 {
+		restrict := func(odd bool) []float64 {
 			m := (k + 1) / 2
 			if odd {
 				m = k / 2
 			}
-			out := make([]float64, m*m)
+			a := make([]float64, m*m)
 			for t := range m {
 				p, q, s, h := taps(t, odd)
 				for u := range m {
@@ -188,12 +188,12 @@ func (g *grid) axisFactors(sigma float64) []axisFactor {
 							v += s * s2 * at(q, q2)
 						}
 					}
-					out[t*m+u] = halfPower(h+h2) * v
+					a[t*m+u] = halfPower(h+h2) * v
 				}
 			}
-			return out
+			return a
 		}
-		out[ax].even, out[ax].odd = project(false), project(true)
+		out[ax].even, out[ax].odd = restrict(false), restrict(true)
 		out[ax].z = make([]float64, (k+1)/2)
 		for t := range out[ax].z {
 			p, q, _, h := taps(t, false)
