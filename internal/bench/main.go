@@ -37,10 +37,24 @@ var (
 	keepFlag  = flag.String("keep", "", "generate into this folder and keep it (default: a temporary folder, removed)")
 	binFlag   = flag.String("bin", "bin/convcov-onnx", "the convcov-onnx binary to time")
 	onlyFlag  = flag.String("only", "", "run only the models whose name contains this text")
+	genFlag   = flag.Int("generate", -1, "internal: generate model case N into -keep's folder and exit")
 )
 
 func main() {
 	flag.Parse()
+	if *genFlag >= 0 {
+		// A child process makes the model, so that the gigabytes it holds meanwhile do
+		// not count in the peak memory of the commands timed later: Linux gives a child
+		// started from a large process that process's peak as its own.
+		c := cases(*quickFlag)[*genFlag]
+		stats, err := benchmodels.Write(filepath.Join(*keepFlag, "model.onnx"), c.spec, c.external)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Println(stats.Bytes, stats.Depthwise, stats.DepthwiseBytes)
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
@@ -105,6 +119,25 @@ func cases(quick bool) []modelCase {
 	}
 }
 
+// generate makes model case k in dir in a child process (see main).
+func generate(k int, dir string) (benchmodels.Stats, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return benchmodels.Stats{}, err
+	}
+	args := []string{"-generate", fmt.Sprint(k), "-keep", dir}
+	if *quickFlag {
+		args = append(args, "-quick")
+	}
+	out, err := exec.Command(self, args...).Output()
+	if err != nil {
+		return benchmodels.Stats{}, fmt.Errorf("generating model %d: %v", k, err)
+	}
+	var st benchmodels.Stats
+	_, err = fmt.Sscan(string(out), &st.Bytes, &st.Depthwise, &st.DepthwiseBytes)
+	return st, err
+}
+
 // row is one line of the results table.
 type row struct {
 	what, got, target, verdict string
@@ -141,7 +174,7 @@ func run() error {
 		}
 		in := filepath.Join(sub, "model.onnx")
 		start := time.Now()
-		stats, err := benchmodels.Write(in, c.spec, c.external)
+		stats, err := generate(k, sub)
 		if err != nil {
 			return err
 		}
