@@ -78,6 +78,9 @@ func timeCommand(before func() error, argv ...string) (measurement, error) {
 				return measurement{}, err
 			}
 		}
+		// Start each run with no dirty pages left by the one before, so that a run does
+		// not pay for writing back its predecessor's output.
+		syscall.Sync()
 		cmd := exec.Command(argv[0], argv[1:]...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
