@@ -30,11 +30,10 @@ type scope struct {
 	subs     map[int][]*onnxpb.GraphProto
 }
 
-func newGraphScope(g *onnxpb.GraphProto, parent *scope, where string) (*scope, error) {
-	s := &scope{
-		parent:   parent,
-		graph:    g,
-		nodes:    g.GetNode(),
+// emptyScope is a scope of nodes whose maps are ready to fill.
+func emptyScope(nodes []*onnxpb.NodeProto) *scope {
+	return &scope{
+		nodes:    nodes,
 		init:     map[string]*onnxpb.TensorProto{},
 		sparse:   map[string]bool{},
 		inputs:   map[string]bool{},
@@ -42,8 +41,14 @@ func newGraphScope(g *onnxpb.GraphProto, parent *scope, where string) (*scope, e
 		shapes:   map[string][]int64{},
 		readers:  map[string][]int{},
 		outputs:  map[string]bool{},
-		where:    where,
+		formal:   map[string]string{},
 	}
+}
+
+// newGraphScope indexes graph g, whose enclosing scope is parent (nil for the main graph).
+func newGraphScope(g *onnxpb.GraphProto, parent *scope, where string) (*scope, error) {
+	s := emptyScope(g.GetNode())
+	s.parent, s.graph, s.where = parent, g, where
 	for _, t := range g.GetInitializer() {
 		s.init[t.GetName()] = t
 	}

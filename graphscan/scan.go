@@ -466,19 +466,8 @@ func scanFunctions(mp *onnxpb.ModelProto, top *scope, res *Result) error {
 	}
 	for _, f := range mp.GetFunctions() {
 		where := fmt.Sprintf("model-local function %q", f.GetName())
-		s := &scope{
-			nodes:    f.GetNode(),
-			init:     map[string]*onnxpb.TensorProto{},
-			sparse:   map[string]bool{},
-			inputs:   map[string]bool{},
-			producer: map[string]int{},
-			shapes:   map[string][]int64{},
-			readers:  map[string][]int{},
-			outputs:  map[string]bool{},
-			formal:   map[string]string{},
-			caller:   top,
-			fn:       f,
-		}
+		s := emptyScope(f.GetNode())
+		s.caller, s.fn = top, f
 		for _, in := range f.GetInput() {
 			s.inputs[in] = true
 		}
